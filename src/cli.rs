@@ -1,0 +1,245 @@
+//! Command line: turns raw arguments into a command with a resolved config
+//! in one step, runs it, and turns any error into one stderr line and an
+//! exit code (0 ok, 1 failed while running, 2 bad usage or configuration).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::config::{self, Config, Sources};
+
+const VERSION_LINE: &str = concat!("trousseau ", env!("CARGO_PKG_VERSION"));
+
+const HELP: &str = "\
+trousseau: Kubernetes KMS plugin (KMS v2 and v1beta1) backed by Vault/OpenBao transit
+
+kube-apiserver sends each data key (DEK) over a Unix socket; trousseau has Vault's
+transit engine encrypt it with a key that never leaves Vault.
+
+USAGE:
+    trousseau serve --transit-key NAME [OPTIONS]   serve both KMS APIs on a Unix socket
+    trousseau probe [--socket PATH]                call a running plugin as the apiserver does
+    trousseau --version | --help
+
+Run `trousseau serve --help` for every serve option.
+";
+
+const SERVE_HELP: &str = "\
+trousseau serve: serve KMS v2 and v1beta1 on a Unix socket
+
+Each option can be given as a flag, in the JSON file named by --config (same key
+without the dashes, e.g. {\"transit-key\": \"kube\"}), or for some through the
+environment. Precedence: flag, then environment, then file, then default.
+
+OPTIONS:
+    --socket PATH            Unix socket to serve on; `unix://` prefix accepted
+                             [default: /var/run/kmsplugin/kms.sock]
+    --vault-addr URL         Vault/OpenBao address, e.g. https://vault:8200  [env: VAULT_ADDR]
+    --transit-mount NAME     transit secrets engine mount  [default: transit]
+    --transit-key NAME       transit key that encrypts DEKs (required)
+    --vault-token-file PATH  file holding the Vault token; else VAULT_TOKEN is used
+    --vault-namespace NS     Vault Enterprise namespace  [env: VAULT_NAMESPACE]
+    --vault-cacert PATH      PEM CA bundle that signed Vault's certificate  [env: VAULT_CACERT]
+    --vault-skip-verify      do not verify Vault's TLS certificate (dangerous; logged
+                             loudly)  [env: VAULT_SKIP_VERIFY]
+    --vault-timeout DUR      budget for one Vault call, e.g. 2s or 500ms; keep it below
+                             the EncryptionConfiguration timeout (3s default)  [default: 2s]
+    --max-in-flight N        requests handled at once; more get RESOURCE_EXHAUSTED
+                             [default: 256]
+    --shutdown-timeout DUR   time in-flight requests get to finish after SIGTERM
+                             [default: 5s]
+    --config FILE            JSON file with any of the keys above
+
+ENVIRONMENT:
+    VAULT_TOKEN              Vault token (when --vault-token-file is not given)
+    RUST_LOG                 log level: error, warn, info (default), debug
+
+The Vault token needs only \"update\" on <mount>/encrypt/<key> and <mount>/decrypt/<key>.
+Tokens, DEKs and plaintexts never appear in logs or error messages.
+
+EXAMPLE:
+    VAULT_ADDR=https://vault:8200 VAULT_TOKEN=... \\
+      trousseau serve --transit-key kube --socket /var/run/kmsplugin/kms.sock
+";
+
+const PROBE_HELP: &str = "\
+trousseau probe: call a running plugin as kube-apiserver would
+
+Runs v2 Status, Encrypt and Decrypt of a random 32-byte DEK, then v1beta1 Version,
+Encrypt and Decrypt, printing one line per step. Exits non-zero if any step fails.
+
+OPTIONS:
+    --socket PATH     plugin socket  [default: /var/run/kmsplugin/kms.sock]
+    --timeout DUR     deadline per call, like the apiserver's  [default: 3s]
+";
+
+/// A usage or configuration error (exit 2) or a runtime failure (exit 1).
+enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+/// Entry point for `main`: returns the process exit code.
+pub fn run(args: Vec<OsString>) -> i32 {
+    init_logging();
+    match run_inner(args) {
+        Ok(()) => 0,
+        Err(Failure::Usage(m)) => {
+            eprintln!("trousseau: {m}");
+            2
+        }
+        Err(Failure::Runtime(m)) => {
+            eprintln!("trousseau: {m}");
+            1
+        }
+    }
+}
+
+fn init_logging() {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let _ = env_logger::Builder::from_env(env).format_timestamp_millis().try_init();
+}
+
+fn run_inner(args: Vec<OsString>) -> Result<(), Failure> {
+    let mut args: Vec<String> = args
+        .into_iter()
+        .map(|a| {
+            a.into_string()
+                .map_err(|a| Failure::Usage(format!("argument {a:?} is not valid UTF-8")))
+        })
+        .collect::<Result<_, _>>()?;
+    if args.is_empty() {
+        print!("{HELP}");
+        return Err(Failure::Usage("no command given".into()));
+    }
+    let cmd = args.remove(0);
+    match cmd.as_str() {
+        "--version" | "-V" | "version" => {
+            println!("{VERSION_LINE}");
+            Ok(())
+        }
+        "--help" | "-h" | "help" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        "serve" => {
+            if wants_help(&args) {
+                print!("{SERVE_HELP}");
+                return Ok(());
+            }
+            let flags = parse_flags(&args, &["vault-skip-verify"])?;
+            let env = |k: &str| std::env::var(k).ok();
+            let cfg = Config::resolve(&Sources {
+                flags: &flags,
+                env: &env,
+            })
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+            crate::server::serve(cfg).map_err(|e| Failure::Runtime(e.to_string()))
+        }
+        "probe" => {
+            if wants_help(&args) {
+                print!("{PROBE_HELP}");
+                return Ok(());
+            }
+            let flags = parse_flags(&args, &[])?;
+            let mut socket = PathBuf::from(config::DEFAULT_SOCKET);
+            let mut timeout = crate::limits::APISERVER_DEFAULT_DEADLINE;
+            for (k, v) in &flags {
+                match k.as_str() {
+                    "socket" => {
+                        socket = config::parse_socket(v).map_err(|m| Failure::Usage(format!("--socket: {m}")))?
+                    }
+                    "timeout" => {
+                        timeout = config::parse_duration(v).map_err(|m| Failure::Usage(format!("--timeout: {m}")))?
+                    }
+                    other => {
+                        return Err(Failure::Usage(format!(
+                            "unknown flag --{other} (see `trousseau probe --help`)"
+                        )))
+                    }
+                }
+            }
+            crate::probe::run(&socket, timeout).map_err(Failure::Runtime)
+        }
+        other => Err(Failure::Usage(format!(
+            "unknown command {other:?} (see `trousseau --help`)"
+        ))),
+    }
+}
+
+fn wants_help(args: &[String]) -> bool {
+    args.iter().any(|a| a == "--help" || a == "-h")
+}
+
+/// `--key value` and `--key=value` pairs; `bool_keys` may stand alone
+/// (meaning true). A key given twice is an error, not a silent override.
+fn parse_flags(args: &[String], bool_keys: &[&str]) -> Result<BTreeMap<String, String>, Failure> {
+    let mut out = BTreeMap::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let Some(flag) = a.strip_prefix("--") else {
+            return Err(Failure::Usage(format!(
+                "unexpected argument {a:?}; options look like --key value"
+            )));
+        };
+        let (key, value) = match flag.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None if bool_keys.contains(&flag) => (flag.to_owned(), "true".to_owned()),
+            None => match it.next() {
+                Some(v) => (flag.to_owned(), v.clone()),
+                None => return Err(Failure::Usage(format!("--{flag} needs a value"))),
+            },
+        };
+        if key.is_empty() {
+            return Err(Failure::Usage(format!("malformed option {a:?}")));
+        }
+        if out.insert(key.clone(), value).is_some() {
+            return Err(Failure::Usage(format!("--{key} given more than once")));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_forms() {
+        let f = parse_flags(
+            &s(&["--socket", "/a", "--transit-key=k", "--vault-skip-verify"]),
+            &["vault-skip-verify"],
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(f.get("socket").unwrap(), "/a");
+        assert_eq!(f.get("transit-key").unwrap(), "k");
+        assert_eq!(f.get("vault-skip-verify").unwrap(), "true");
+    }
+
+    #[test]
+    fn flags_errors() {
+        let msg = |r: Result<BTreeMap<String, String>, Failure>| match r {
+            Err(Failure::Usage(m)) => m,
+            _ => panic!("expected a usage error"),
+        };
+        assert!(msg(parse_flags(&s(&["--socket"]), &[])).contains("needs a value"));
+        assert!(msg(parse_flags(&s(&["stray"]), &[])).contains("unexpected argument"));
+        assert!(msg(parse_flags(&s(&["--a", "1", "--a", "2"]), &[])).contains("more than once"));
+        assert!(msg(parse_flags(&s(&["--=x"]), &[])).contains("malformed"));
+    }
+
+    #[test]
+    fn help_mentions_every_config_key() {
+        for (k, _) in config::KEYS {
+            assert!(
+                SERVE_HELP.contains(&format!("--{k}")),
+                "--{k} missing from serve --help"
+            );
+        }
+    }
+}

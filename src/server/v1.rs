@@ -1,0 +1,64 @@
+//! KMS v1beta1 adapter: translates `v1beta1.KeyManagementService` messages
+//! to the core and back. No Vault logic here.
+
+use grpcio::{RpcContext, RpcStatus, RpcStatusCode, UnarySink};
+
+use super::{dispatch, reply_inline, Shared};
+use crate::envelope::{parse_v1_cipher, v1_cipher};
+use crate::kms::KmsError;
+use crate::proto::v1beta1::*;
+
+/// The only version the apiserver accepts from a v1 plugin.
+pub const API_VERSION: &str = "v1beta1";
+pub const RUNTIME_NAME: &str = "trousseau";
+
+#[derive(Clone)]
+pub struct V1(pub Shared);
+
+fn check_version(v: &str) -> Result<(), KmsError> {
+    if v.is_empty() || v == API_VERSION {
+        Ok(())
+    } else {
+        Err(KmsError::Invalid(format!(
+            "unsupported KMS API version {v:?}; this service speaks {API_VERSION}"
+        )))
+    }
+}
+
+impl KeyManagementService for V1 {
+    fn version(&mut self, ctx: RpcContext<'_>, req: VersionRequest, sink: UnarySink<VersionResponse>) {
+        // Answered inline: no Vault call, nothing to bound.
+        let r = match check_version(&req.version) {
+            Ok(()) => {
+                let mut resp = VersionResponse::new();
+                resp.version = API_VERSION.to_owned();
+                resp.runtime_name = RUNTIME_NAME.to_owned();
+                resp.runtime_version = env!("CARGO_PKG_VERSION").to_owned();
+                Ok(resp)
+            }
+            Err(e) => Err(RpcStatus::with_message(RpcStatusCode::INVALID_ARGUMENT, e.to_string())),
+        };
+        reply_inline(&ctx, sink, r);
+    }
+
+    fn encrypt(&mut self, ctx: RpcContext<'_>, req: EncryptRequest, sink: UnarySink<EncryptResponse>) {
+        dispatch(&ctx, sink, &self.0, "v1beta1", "encrypt", String::new(), move |kms| {
+            check_version(&req.version)?;
+            let (ct, kv) = kms.encrypt(&req.plain)?;
+            let mut resp = EncryptResponse::new();
+            resp.cipher = v1_cipher(&kv.name, &ct);
+            Ok(resp)
+        });
+    }
+
+    fn decrypt(&mut self, ctx: RpcContext<'_>, req: DecryptRequest, sink: UnarySink<DecryptResponse>) {
+        dispatch(&ctx, sink, &self.0, "v1beta1", "decrypt", String::new(), move |kms| {
+            check_version(&req.version)?;
+            let (name, ct) = parse_v1_cipher(&req.cipher)?;
+            let name = name.unwrap_or_else(|| kms.key().clone());
+            let mut resp = DecryptResponse::new();
+            resp.plain = kms.decrypt(&name, &ct)?;
+            Ok(resp)
+        });
+    }
+}

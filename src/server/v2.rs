@@ -1,0 +1,68 @@
+//! KMS v2 adapter: translates `v2.KeyManagementService` messages to the
+//! core and back. No Vault logic here.
+
+use grpcio::{RpcContext, UnarySink};
+
+use super::{dispatch, Shared};
+use crate::envelope::{parse_key_id, parse_v2_ciphertext};
+use crate::kms::KmsError;
+use crate::limits::V2_MAX_CIPHERTEXT;
+use crate::proto::v2::*;
+
+/// The version string the apiserver requires from a v2 plugin.
+pub const API_VERSION: &str = "v2";
+
+#[derive(Clone)]
+pub struct V2(pub Shared);
+
+impl KeyManagementService for V2 {
+    fn status(&mut self, ctx: RpcContext<'_>, _req: StatusRequest, sink: UnarySink<StatusResponse>) {
+        dispatch(&ctx, sink, &self.0, "v2", "status", String::new(), move |kms| {
+            let r = kms.status();
+            let mut resp = StatusResponse::new();
+            resp.version = API_VERSION.to_owned();
+            resp.healthz = match r.healthy {
+                Ok(()) => "ok".to_owned(),
+                Err(why) => why,
+            };
+            resp.key_id = r.key_id.unwrap_or_default();
+            Ok(resp)
+        });
+    }
+
+    fn encrypt(&mut self, ctx: RpcContext<'_>, req: EncryptRequest, sink: UnarySink<EncryptResponse>) {
+        let uid = req.uid.clone();
+        dispatch(&ctx, sink, &self.0, "v2", "encrypt", uid, move |kms| {
+            let (ct, kv) = kms.encrypt(&req.plaintext)?;
+            let mut resp = EncryptResponse::new();
+            resp.ciphertext = ct.as_str().as_bytes().to_vec();
+            if resp.ciphertext.len() > V2_MAX_CIPHERTEXT {
+                return Err(KmsError::Internal(format!(
+                    "vault ciphertext is {} bytes; KMS v2 allows {V2_MAX_CIPHERTEXT}",
+                    resp.ciphertext.len()
+                )));
+            }
+            resp.key_id = kv.key_id();
+            Ok(resp)
+        });
+    }
+
+    fn decrypt(&mut self, ctx: RpcContext<'_>, req: DecryptRequest, sink: UnarySink<DecryptResponse>) {
+        let uid = req.uid.clone();
+        dispatch(&ctx, sink, &self.0, "v2", "decrypt", uid, move |kms| {
+            let kv = parse_key_id(&req.key_id)?;
+            let ct = parse_v2_ciphertext(&req.ciphertext)?;
+            if ct.version() != kv.version {
+                return Err(KmsError::Invalid(format!(
+                    "ciphertext is from key version {} but key_id names version {}; the two were not stored together",
+                    ct.version(),
+                    kv.version
+                )));
+            }
+            let plaintext = kms.decrypt(&kv.name, &ct)?;
+            let mut resp = DecryptResponse::new();
+            resp.plaintext = plaintext;
+            Ok(resp)
+        });
+    }
+}

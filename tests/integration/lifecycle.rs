@@ -1,0 +1,147 @@
+//! Socket lifecycle, configuration refusal and the SIGTERM drain.
+
+use crate::harness::*;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+#[test]
+fn socket_dir_created_mode_0600_and_stale_socket_replaced() {
+    let dir = TempDir::new("stale");
+    let bao = Bao::dev(dir.path());
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    // A crash leaves a socket file nobody listens on.
+    drop(UnixListener::bind(run.join("kms.sock")).unwrap());
+    assert!(run.join("kms.sock").exists());
+
+    let p = Plugin::start(dir.path(), &bao.addr, &bao.token, &[]);
+    let c = p.client();
+    let pt = dek();
+    let e = encrypt_v2(&c, &pt).unwrap();
+    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
+    let mode = std::fs::metadata(&p.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    assert!(p.log_text().contains("removed stale socket"));
+
+    // A directory that does not exist yet is created.
+    let nested = dir.path().join("deep/er/kms.sock");
+    let mut p2 = Plugin::spawn(dir.path(), &nested, &bao.addr, &bao.token, &[]);
+    let t = Instant::now();
+    while !nested.exists() {
+        assert!(p2.try_exit().is_none(), "{}", p2.log_text());
+        assert!(t.elapsed() < Duration::from_secs(20), "socket never appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn live_socket_is_refused_and_keeps_serving() {
+    let dir = TempDir::new("live");
+    let bao = Bao::dev(dir.path());
+    let first = Plugin::start(dir.path(), &bao.addr, &bao.token, &[]);
+    let mut second = Plugin::spawn(dir.path(), &first.socket, &bao.addr, &bao.token, &[]);
+    let st = second.wait_exit(Duration::from_secs(20));
+    assert!(!st.success());
+    let log = second.log_text();
+    assert!(log.contains("another process is serving on"), "{log}");
+    // The first plugin is unharmed.
+    let c = first.client();
+    assert_eq!(status(&c).healthz, "ok");
+    let pt = dek();
+    let e = encrypt_v2(&c, &pt).unwrap();
+    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
+}
+
+#[test]
+fn bad_config_is_refused_with_its_message() {
+    let dir = TempDir::new("badcfg");
+    let sock = dir.path().join("kms.sock");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(plugin_bin());
+        cmd.arg("serve")
+            .args(["--socket", sock.to_str().unwrap()])
+            .args(args)
+            .env_clear();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let env = [("VAULT_ADDR", "http://127.0.0.1:1"), ("VAULT_TOKEN", "t")];
+    let (code, err) = run(&[], &env);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--transit-key"), "{err}");
+    let (code, err) = run(&["--transit-key", "k", "--vault-timeout", "soon"], &env);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--vault-timeout") && err.contains("soon"), "{err}");
+
+    let cfg = dir.path().join("c.json");
+    std::fs::write(&cfg, r#"{"transit-key": "kube", "vault-adress": "http://x:1"}"#).unwrap();
+    let (code, err) = run(&["--config", cfg.to_str().unwrap()], &env);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown key \"vault-adress\""), "{err}");
+    assert!(!sock.exists(), "a refused config must not create the socket");
+
+    // The same file with a valid key set is accepted far enough to bind.
+    std::fs::write(
+        &cfg,
+        r#"{"transit-key": "kube", "vault-timeout": "1s", "max-in-flight": 8}"#,
+    )
+    .unwrap();
+    let mut p = Plugin::spawn(
+        dir.path(),
+        &sock,
+        "http://127.0.0.1:1",
+        "t",
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(p.try_exit().is_none(), "{}", p.log_text());
+        assert!(t.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(p.log_text().contains("max_in_flight=8"), "{}", p.log_text());
+    assert!(!p.log_text().contains("=t "), "token leaked into the config line");
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_and_removes_the_socket() {
+    let dir = TempDir::new("sigterm");
+    let bao = Bao::dev(dir.path());
+    let proxy = FaultProxy::start(&bao.addr);
+    let mut p = Plugin::start(dir.path(), &proxy.addr, &bao.token, &["--vault-timeout", "2500ms"]);
+    let c = std::sync::Arc::new(p.client());
+    assert_eq!(status(&c).healthz, "ok");
+
+    // Every chunk towards Vault now waits 600 ms (a request is one or two chunks).
+    proxy.set_delay(Duration::from_millis(600));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let pt = dek();
+                let e = encrypt_v2(&c, &pt)?;
+                Ok::<_, grpcio::Error>((pt, e))
+            })
+        })
+        .collect();
+    // The requests reach the plugin within milliseconds and then wait on
+    // the slowed Vault for well over the 300 ms we give them here.
+    std::thread::sleep(Duration::from_millis(300));
+    p.signal("TERM");
+    let mut ok = 0;
+    for h in handles {
+        let (pt, e) = h.join().unwrap().expect("in-flight request failed during drain");
+        assert!(!e.ciphertext.is_empty() && pt.len() == 32);
+        ok += 1;
+    }
+    assert_eq!(ok, 8);
+    let st = p.wait_exit(Duration::from_secs(15));
+    assert!(st.success(), "exit status {st}");
+    assert!(!p.socket.exists(), "socket left behind");
+    let log = p.log_text();
+    assert!(log.contains("received SIGTERM"), "{log}");
+}

@@ -1,0 +1,204 @@
+//! Vault misbehaving: stopped, sealed, slow, denying, missing the key, and
+//! the plugin overloaded. Each failure is quick, clear and recoverable.
+
+use crate::harness::*;
+use grpcio::RpcStatusCode;
+use std::time::{Duration, Instant};
+
+#[test]
+fn openbao_stopped_then_back_recovers_without_restart() {
+    let dir = TempDir::new("outage");
+    let mut bao = Bao::raft(dir.path());
+    let mut p = Plugin::start(dir.path(), &bao.addr, &bao.token, &[]);
+    let c = p.client();
+    assert_eq!(status(&c).healthz, "ok");
+    let pt = dek();
+    let before = encrypt_v2(&c, &pt).unwrap();
+    let before_v1 = encrypt_v1(&c, &pt).unwrap();
+
+    bao.stop();
+    // Let the healthy Status result age out (HEALTHY_PROBE_TTL is 10 s); in
+    // the meantime every Encrypt/Decrypt must fail fast.
+    let t0 = Instant::now();
+    let mut saw_unhealthy = None;
+    while t0.elapsed() < Duration::from_secs(15) {
+        let t = Instant::now();
+        let (code, msg) = rpc_err(encrypt_v2(&c, &pt));
+        assert!(t.elapsed() < DEADLINE, "encrypt took {:?}", t.elapsed());
+        assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{msg}");
+        assert!(msg.contains(&bao.addr), "{msg}");
+        let t = Instant::now();
+        let (code, _) = rpc_err(decrypt_v2(&c, &before.ciphertext, &before.key_id));
+        assert_eq!(code, RpcStatusCode::UNAVAILABLE);
+        let (code, _) = rpc_err(decrypt_v1(&c, &before_v1));
+        assert_eq!(code, RpcStatusCode::UNAVAILABLE);
+        assert!(t.elapsed() < 2 * DEADLINE);
+        let t = Instant::now();
+        let s = status(&c);
+        assert!(t.elapsed() < DEADLINE, "status took {:?}", t.elapsed());
+        if s.healthz != "ok" {
+            assert!(s.healthz.contains(&bao.addr), "{}", s.healthz);
+            assert_eq!(s.version, "v2");
+            saw_unhealthy = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let after = saw_unhealthy.expect("Status stayed ok with OpenBao down");
+    eprintln!("Status unhealthy {after:?} after OpenBao stopped");
+
+    let t = Instant::now();
+    bao.restart();
+    let recovered = loop {
+        let s = status(&c);
+        if s.healthz == "ok" {
+            break t.elapsed();
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "never recovered: {}", s.healthz);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("healthy again {recovered:?} after restart began");
+    assert_eq!(decrypt_v2(&c, &before.ciphertext, &before.key_id).unwrap(), pt);
+    assert_eq!(decrypt_v1(&c, &before_v1).unwrap(), pt);
+    let e = encrypt_v2(&c, &pt).unwrap();
+    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
+    assert!(p.try_exit().is_none(), "plugin must not restart");
+}
+
+#[test]
+fn sealed_vault_is_unavailable_with_status_503() {
+    let dir = TempDir::new("sealed");
+    let bao = Bao::raft(dir.path());
+    let p = Plugin::start(dir.path(), &bao.addr, &bao.token, &[]);
+    let c = p.client();
+    let pt = dek();
+    let e = encrypt_v2(&c, &pt).unwrap();
+    vault_ok(&bao.addr, &bao.token, "POST", "sys/seal", None);
+    let t = Instant::now();
+    let (code, msg) = rpc_err(decrypt_v2(&c, &e.ciphertext, &e.key_id));
+    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{msg}");
+    assert!(
+        msg.contains("503") && msg.contains("sealed") && msg.contains(&bao.addr),
+        "{msg}"
+    );
+    bao.unseal();
+    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
+}
+
+#[test]
+fn denied_policy_and_missing_key_say_what_to_fix() {
+    let dir = TempDir::new("denied");
+    let bao = Bao::dev(dir.path());
+    // Encrypt allowed, decrypt not.
+    let token = bao.token_with_policy(
+        "enc-only",
+        "path \"transit/encrypt/kube\" { capabilities = [\"update\"] }",
+    );
+    let p = Plugin::start(dir.path(), &bao.addr, &token, &[]);
+    let c = p.client();
+    let pt = dek();
+    let e = encrypt_v2(&c, &pt).unwrap();
+    let (code, msg) = rpc_err(decrypt_v2(&c, &e.ciphertext, &e.key_id));
+    assert_eq!(code, RpcStatusCode::PERMISSION_DENIED, "{msg}");
+    assert!(
+        msg.contains("403") && msg.contains("update") && msg.contains("transit/decrypt/kube"),
+        "{msg}"
+    );
+    assert!(!msg.contains(&token));
+    let s = status(&c);
+    assert_ne!(s.healthz, "ok", "Status must not be ok when decrypt is denied");
+    assert!(s.healthz.contains("transit/decrypt/kube"), "{}", s.healthz);
+    drop(p);
+
+    // The key is missing, and the token cannot create it (no upsert).
+    let dir2 = TempDir::new("nokey");
+    let token = bao.token_with_policy(
+        "no-create",
+        "path \"transit/encrypt/*\" { capabilities = [\"update\"] }\npath \"transit/decrypt/*\" { capabilities = [\"update\"] }",
+    );
+    let p = start_with_key(dir2.path(), &bao, &token, "typo-key");
+    let c = p.client();
+    let (code, msg) = rpc_err(encrypt_v2(&c, &pt));
+    assert!(
+        code == RpcStatusCode::PERMISSION_DENIED || code == RpcStatusCode::FAILED_PRECONDITION,
+        "{code:?} {msg}"
+    );
+    assert!(msg.contains("transit/encrypt/typo-key"), "{msg}");
+    let (code, msg) = rpc_err(decrypt_v1(&c, b"vault-transit:transit/typo-key:vault:v1:AAAA"));
+    assert_eq!(code, RpcStatusCode::FAILED_PRECONDITION, "{msg}");
+    assert!(msg.contains("typo-key") && msg.contains("not found"), "{msg}");
+    // Nothing was created behind the operator's back.
+    let (s, _) = vault_call(&bao.addr, &bao.token, "GET", "transit/keys/typo-key", None);
+    assert_eq!(s, 404);
+}
+
+fn start_with_key(dir: &std::path::Path, bao: &Bao, token: &str, key: &str) -> Plugin {
+    let sock = dir.join(format!("{key}.sock"));
+    let mut p = Plugin::spawn_raw(dir, &sock, &bao.addr, token, &["--transit-key", key]);
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(p.try_exit().is_none(), "{}", p.log_text());
+        assert!(t.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p
+}
+
+#[test]
+fn slow_vault_times_out_within_the_deadline() {
+    let dir = TempDir::new("slow");
+    let bao = Bao::dev(dir.path());
+    let proxy = FaultProxy::start(&bao.addr);
+    let p = Plugin::start(dir.path(), &proxy.addr, &bao.token, &["--vault-timeout", "1s"]);
+    let c = p.client();
+    let pt = dek();
+    let e = encrypt_v2(&c, &pt).unwrap();
+    proxy.set_delay(Duration::from_millis(2500));
+    let t = Instant::now();
+    let (code, msg) = rpc_err(decrypt_v2(&c, &e.ciphertext, &e.key_id));
+    let took = t.elapsed();
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{msg}");
+    assert!(msg.contains("did not answer within"), "{msg}");
+    assert!(took < Duration::from_millis(2500), "took {took:?} with a 1s budget");
+    let t = Instant::now();
+    let s = status(&c);
+    assert!(t.elapsed() < DEADLINE);
+    let _ = s;
+    proxy.set_delay(Duration::ZERO);
+    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
+}
+
+#[test]
+fn overload_gets_resource_exhausted_not_a_pile_up() {
+    let dir = TempDir::new("overload");
+    let bao = Bao::dev(dir.path());
+    let proxy = FaultProxy::start(&bao.addr);
+    let p = Plugin::start(dir.path(), &proxy.addr, &bao.token, &["--max-in-flight", "2"]);
+    let c = std::sync::Arc::new(p.client());
+    assert_eq!(status(&c).healthz, "ok");
+    proxy.set_delay(Duration::from_millis(500));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || encrypt_v2(&c, &dek()).map(|_| ()))
+        })
+        .collect();
+    let mut ok = 0;
+    let mut exhausted = 0;
+    for h in handles {
+        match h.join().unwrap() {
+            Ok(()) => ok += 1,
+            Err(grpcio::Error::RpcFailure(s)) if s.code() == RpcStatusCode::RESOURCE_EXHAUSTED => {
+                assert!(s.message().contains("max-in-flight"), "{}", s.message());
+                exhausted += 1
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert!(ok >= 2 && exhausted >= 1, "ok={ok} exhausted={exhausted}");
+    proxy.set_delay(Duration::ZERO);
+    let pt = dek();
+    let e = encrypt_v2(&c, &pt).unwrap();
+    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
+}
