@@ -202,3 +202,38 @@ fn overload_gets_resource_exhausted_not_a_pile_up() {
     let e = encrypt_v2(&c, &pt).unwrap();
     assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
 }
+
+#[test]
+fn documented_least_privilege_policy_is_enough() {
+    let dir = TempDir::new("policy");
+    let bao = Bao::dev(dir.path());
+    let hcl = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/vault/policy.hcl")).unwrap();
+    let token = bao.token_with_policy("trousseau", &hcl);
+    let p = Plugin::start(dir.path(), &bao.addr, &token, &[]);
+    let c = p.client();
+    assert_eq!(status(&c).healthz, "ok");
+    let pt = dek();
+    let e = encrypt_v2(&c, &pt).unwrap();
+    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
+    let cipher = encrypt_v1(&c, &pt).unwrap();
+    assert_eq!(decrypt_v1(&c, &cipher).unwrap(), pt);
+    // The same token cannot create, rotate or delete keys.
+    let (s, _) = vault_call(
+        &bao.addr,
+        &token,
+        "POST",
+        "transit/keys/new-key",
+        Some(serde_json::json!({})),
+    );
+    assert_eq!(s, 403);
+    let (s, _) = vault_call(
+        &bao.addr,
+        &token,
+        "POST",
+        "transit/keys/kube/rotate",
+        Some(serde_json::json!({})),
+    );
+    assert_eq!(s, 403);
+    let (s, _) = vault_call(&bao.addr, &token, "DELETE", "transit/keys/kube", None);
+    assert_eq!(s, 403);
+}
