@@ -293,11 +293,30 @@ impl VaultClient {
                 path: String::new(),
                 what: format!("body larger than {n} bytes"),
             },
+            // rustls failures arrive as ureq::Error::Rustls, ::Tls or wrapped in ::Io.
+            e if is_tls_failure(&e) => VaultError::Unreachable {
+                addr,
+                cause: format!(
+                    "TLS handshake failed: {e} (if Vault's certificate is signed by a private CA, \
+                     point --vault-cacert or VAULT_CACERT at that CA's PEM file)"
+                ),
+            },
             other => VaultError::Unreachable {
                 addr,
                 cause: other.to_string(),
             },
         }
+    }
+}
+
+fn is_tls_failure(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) => true,
+        ureq::Error::Io(io) => {
+            let m = io.to_string().to_ascii_lowercase();
+            m.contains("certificate") || m.contains("handshake") || m.contains("tls")
+        }
+        _ => false,
     }
 }
 

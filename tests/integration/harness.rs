@@ -76,7 +76,11 @@ pub fn bao_bin() -> PathBuf {
 }
 
 fn agent() -> ureq::Agent {
+    // The harness only talks to OpenBao servers it started on loopback; the
+    // dev TLS server's self-made CA is not worth pinning here.
+    let tls = ureq::tls::TlsConfig::builder().disable_verification(true).build();
     ureq::Agent::config_builder()
+        .tls_config(tls)
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
@@ -179,6 +183,40 @@ impl Bao {
         b.wait_active();
         b.setup_transit("kube");
         b
+    }
+
+    /// Dev server with OpenBao's own dev CA and a TLS listener on
+    /// 127.0.0.1; the CA is at `<dir>/tls-<port>/vault-ca.pem`.
+    pub fn dev_tls(dir: &Path) -> (Bao, PathBuf) {
+        let port = free_port();
+        let certs = dir.join(format!("tls-{port}"));
+        std::fs::create_dir_all(&certs).unwrap();
+        let log = std::fs::File::create(dir.join(format!("bao-devtls-{port}.log"))).unwrap();
+        let child = Command::new(bao_bin())
+            .args([
+                "server",
+                "-dev-tls",
+                &format!("-dev-tls-cert-dir={}", certs.display()),
+                &format!("-dev-root-token-id={ROOT_TOKEN}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start bao");
+        let b = Bao {
+            addr: format!("https://127.0.0.1:{port}"),
+            port,
+            token: ROOT_TOKEN.into(),
+            child: Some(child),
+            dir: dir.to_owned(),
+            config: None,
+            unseal_key: None,
+        };
+        b.wait_active();
+        b.setup_transit("kube");
+        (b, certs.join("vault-ca.pem"))
     }
 
     /// Persistent single-node raft server (survives restarts), initialised,

@@ -237,3 +237,44 @@ fn documented_least_privilege_policy_is_enough() {
     let (s, _) = vault_call(&bao.addr, &token, "DELETE", "transit/keys/kube", None);
     assert_eq!(s, 403);
 }
+
+#[test]
+fn tls_verified_with_the_given_ca_and_refused_without_it() {
+    let dir = TempDir::new("tls");
+    let (bao, ca) = Bao::dev_tls(dir.path());
+    let pt = dek();
+
+    let p = Plugin::start(
+        dir.path(),
+        &bao.addr,
+        &bao.token,
+        &["--vault-cacert", ca.to_str().unwrap()],
+    );
+    let c = p.client();
+    assert_eq!(status(&c).healthz, "ok");
+    let e = encrypt_v2(&c, &pt).unwrap();
+    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
+    drop(p);
+
+    // Without the CA the bundled web PKI roots do not trust the dev CA.
+    let dir2 = TempDir::new("tls-noca");
+    let p = Plugin::start(dir2.path(), &bao.addr, &bao.token, &[]);
+    let c = p.client();
+    let (code, msg) = rpc_err(encrypt_v2(&c, &pt));
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{msg}");
+    assert!(
+        msg.contains(&bao.addr) && msg.contains("TLS handshake failed") && msg.contains("--vault-cacert"),
+        "{msg}"
+    );
+    eprintln!("without the CA: {msg}");
+    assert_ne!(status(&c).healthz, "ok");
+    drop(p);
+
+    // Skipping verification works, and says so loudly.
+    let dir3 = TempDir::new("tls-skip");
+    let p = Plugin::start(dir3.path(), &bao.addr, &bao.token, &["--vault-skip-verify"]);
+    let c = p.client();
+    let e = encrypt_v2(&c, &pt).unwrap();
+    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
+    assert!(p.log_text().contains("TLS VERIFICATION OF VAULT IS DISABLED"));
+}
