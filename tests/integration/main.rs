@@ -272,3 +272,33 @@ fn version_and_help() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The design card forbids an async runtime anywhere in the tree.
+#[test]
+fn no_async_runtime_in_the_dependency_tree() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        tree.contains("grpcio v") && tree.contains("ureq v"),
+        "unexpected tree:\n{tree}"
+    );
+    for banned in ["tokio ", "async-std ", "hyper ", "mio ", "smol ", "tower ", "async-io "] {
+        assert!(
+            !tree.lines().any(|l| l.starts_with(banned)),
+            "{banned} is in the tree:\n{tree}"
+        );
+    }
+}
