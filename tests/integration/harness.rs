@@ -479,13 +479,14 @@ impl Drop for Plugin {
     }
 }
 
-/// A TCP proxy between plugin and OpenBao that can delay traffic or refuse
-/// connections: faults the real server cannot produce on demand.
+/// A TCP proxy between plugin and OpenBao that can slow traffic down and
+/// counts the HTTP requests the plugin sends: what the real server cannot
+/// show on demand.
 pub struct FaultProxy {
     pub addr: String,
     delay_ms: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-    port: u16,
 }
 
 impl FaultProxy {
@@ -495,8 +496,9 @@ impl FaultProxy {
         listener.set_nonblocking(true).unwrap();
         let upstream = upstream.trim_start_matches("http://").to_owned();
         let delay_ms = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (d, s) = (delay_ms.clone(), stop.clone());
+        let (d, r, s) = (delay_ms.clone(), requests.clone(), stop.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -506,8 +508,11 @@ impl FaultProxy {
                             continue;
                         };
                         let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                        let d2 = d.clone();
-                        std::thread::spawn(move || pipe(client, server, Some(d2)));
+                        let up = Upstream {
+                            delay_ms: d.clone(),
+                            requests: r.clone(),
+                        };
+                        std::thread::spawn(move || pipe(client, server, Some(up)));
                         std::thread::spawn(move || pipe(s2, c2, None));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -517,14 +522,19 @@ impl FaultProxy {
         FaultProxy {
             addr: format!("http://127.0.0.1:{port}"),
             delay_ms,
+            requests,
             stop,
-            port,
         }
     }
 
     /// Delay applied to each chunk sent from the plugin towards OpenBao.
     pub fn set_delay(&self, d: Duration) {
         self.delay_ms.store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// HTTP requests the plugin has sent to OpenBao through this proxy.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
     }
 }
 
@@ -534,15 +544,23 @@ impl Drop for FaultProxy {
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Option<Arc<AtomicU64>>) {
+struct Upstream {
+    delay_ms: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream, upstream: Option<Upstream>) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some(d) = &delay {
-            let ms = d.load(Ordering::Relaxed);
+        if let Some(up) = &upstream {
+            let chunk = &buf[..n];
+            let count = chunk.windows(9).filter(|w| *w == b"POST /v1/").count();
+            up.requests.fetch_add(count as u64, Ordering::SeqCst);
+            let ms = up.delay_ms.load(Ordering::Relaxed);
             if ms > 0 {
                 std::thread::sleep(Duration::from_millis(ms));
             }

@@ -278,3 +278,61 @@ fn tls_verified_with_the_given_ca_and_refused_without_it() {
     assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
     assert!(p.log_text().contains("TLS VERIFICATION OF VAULT IS DISABLED"));
 }
+
+#[test]
+fn vault_traffic_is_bounded_status_bursts_share_one_probe_and_encrypt_is_one_call() {
+    let dir = TempDir::new("traffic");
+    let bao = Bao::dev(dir.path());
+    let proxy = FaultProxy::start(&bao.addr);
+    let p = Plugin::start(dir.path(), &proxy.addr, &bao.token, &[]);
+    let c = std::sync::Arc::new(p.client());
+    // Let the start-up probe finish, and slow Vault a little so a cold
+    // burst overlaps one probe in flight.
+    assert_eq!(status(&c).healthz, "ok");
+    let warm = proxy.requests();
+    assert_eq!(warm, 2, "one probe is one encrypt and one decrypt");
+
+    // 64 concurrent Status calls while the probe result is fresh: no Vault call.
+    let burst = |n: usize| {
+        let hs: Vec<_> = (0..n)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || status(&c))
+            })
+            .collect();
+        for h in hs {
+            let s = h.join().unwrap();
+            assert_eq!(s.healthz, "ok");
+            assert_eq!(s.key_id, "vault-transit:transit/kube:v1");
+        }
+    };
+    burst(64);
+    assert_eq!(proxy.requests(), warm, "a burst of fresh Status calls reached Vault");
+
+    // Encrypt derives key_id from Vault's answer: exactly one call each.
+    for _ in 0..5 {
+        encrypt_v2(&c, &dek()).unwrap();
+    }
+    assert_eq!(proxy.requests(), warm + 5, "Encrypt made extra Vault calls");
+    let e = encrypt_v2(&c, &dek()).unwrap();
+    decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap();
+    assert_eq!(proxy.requests(), warm + 7);
+
+    // Cold start with a slow Vault: a burst of Status calls joins the one
+    // probe in flight instead of each probing.
+    let dir2 = TempDir::new("traffic-cold");
+    let slow = FaultProxy::start(&bao.addr);
+    slow.set_delay(Duration::from_millis(300));
+    let p2 = Plugin::start(dir2.path(), &slow.addr, &bao.token, &[]);
+    let c2 = std::sync::Arc::new(p2.client());
+    let hs: Vec<_> = (0..64)
+        .map(|_| {
+            let c = c2.clone();
+            std::thread::spawn(move || status(&c).healthz)
+        })
+        .collect();
+    for h in hs {
+        assert_eq!(h.join().unwrap(), "ok");
+    }
+    assert_eq!(slow.requests(), 2, "each Status probed Vault on its own");
+}
