@@ -50,7 +50,18 @@ impl Drop for TempDir {
     }
 }
 
+/// A port free right now, chosen below Linux's ephemeral range (32768 and
+/// up by default) so that no outgoing connection of a parallel test can take
+/// it between this check and the server's bind.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id()) * 7919 + NEXT.fetch_add(1, Ordering::Relaxed) * 104_729;
+    for i in 0..2000u64 {
+        let port = 20_000 + ((seed + i * 613) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -157,22 +168,39 @@ pub struct Bao {
 impl Bao {
     /// In-memory dev server with transit mounted and key `kube` created.
     pub fn dev(dir: &Path) -> Bao {
+        Bao::dev_with(dir, "http", &[])
+    }
+
+    /// Dev server with OpenBao's own dev CA and a TLS listener on
+    /// 127.0.0.1; returns it with the path of that CA's PEM file.
+    pub fn dev_tls(dir: &Path) -> (Bao, PathBuf) {
+        let certs = dir.join(format!("tls-{}", free_port()));
+        std::fs::create_dir_all(&certs).unwrap();
+        let b = Bao::dev_with(
+            dir,
+            "https",
+            &["-dev-tls".into(), format!("-dev-tls-cert-dir={}", certs.display())],
+        );
+        (b, certs.join("vault-ca.pem"))
+    }
+
+    fn dev_with(dir: &Path, scheme: &str, extra: &[String]) -> Bao {
         let port = free_port();
         let log = std::fs::File::create(dir.join(format!("bao-dev-{port}.log"))).unwrap();
         let child = Command::new(bao_bin())
+            .args(["server", "-dev"])
+            .args(extra)
             .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={ROOT_TOKEN}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
+                format!("-dev-root-token-id={ROOT_TOKEN}"),
+                format!("-dev-listen-address=127.0.0.1:{port}"),
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start bao");
-        let b = Bao {
-            addr: format!("http://127.0.0.1:{port}"),
+        let mut b = Bao {
+            addr: format!("{scheme}://127.0.0.1:{port}"),
             port,
             token: ROOT_TOKEN.into(),
             child: Some(child),
@@ -183,40 +211,6 @@ impl Bao {
         b.wait_active();
         b.setup_transit("kube");
         b
-    }
-
-    /// Dev server with OpenBao's own dev CA and a TLS listener on
-    /// 127.0.0.1; the CA is at `<dir>/tls-<port>/vault-ca.pem`.
-    pub fn dev_tls(dir: &Path) -> (Bao, PathBuf) {
-        let port = free_port();
-        let certs = dir.join(format!("tls-{port}"));
-        std::fs::create_dir_all(&certs).unwrap();
-        let log = std::fs::File::create(dir.join(format!("bao-devtls-{port}.log"))).unwrap();
-        let child = Command::new(bao_bin())
-            .args([
-                "server",
-                "-dev-tls",
-                &format!("-dev-tls-cert-dir={}", certs.display()),
-                &format!("-dev-root-token-id={ROOT_TOKEN}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start bao");
-        let b = Bao {
-            addr: format!("https://127.0.0.1:{port}"),
-            port,
-            token: ROOT_TOKEN.into(),
-            child: Some(child),
-            dir: dir.to_owned(),
-            config: None,
-            unseal_key: None,
-        };
-        b.wait_active();
-        b.setup_transit("kube");
-        (b, certs.join("vault-ca.pem"))
     }
 
     /// Persistent single-node raft server (survives restarts), initialised,
@@ -280,7 +274,7 @@ impl Bao {
         self.child = Some(child);
     }
 
-    pub fn unseal(&self) {
+    pub fn unseal(&mut self) {
         let key = self.unseal_key.clone().unwrap();
         wait_for("bao to accept unseal", START_TIMEOUT, || {
             let (s, _) = vault_call(
@@ -295,9 +289,14 @@ impl Bao {
         self.wait_active();
     }
 
-    fn wait_active(&self) {
+    fn wait_active(&mut self) {
+        let addr = self.addr.clone();
+        let child = &mut self.child;
         wait_for("bao to become active", START_TIMEOUT, || {
-            let (s, _) = vault_call(&self.addr, "", "GET", "sys/health", None);
+            if let Some(st) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("bao at {addr} exited early with {st}");
+            }
+            let (s, _) = vault_call(&addr, "", "GET", "sys/health", None);
             (s == 200).then_some(())
         });
     }
@@ -374,6 +373,16 @@ impl Bao {
 impl Drop for Bao {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            for kind in ["dev", "raft"] {
+                let log = self.dir.join(format!("bao-{kind}-{}.log", self.port));
+                if let Ok(text) = std::fs::read_to_string(&log) {
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    eprintln!("---- last lines of {} ----\n{}", log.display(), tail.join("\n"));
+                }
+            }
+        }
     }
 }
 
@@ -393,14 +402,8 @@ impl Plugin {
     /// `extra` flags, and waits for the socket to appear.
     pub fn start(dir: &Path, vault_addr: &str, token: &str, extra: &[&str]) -> Plugin {
         let socket = dir.join("run/kms.sock");
-        let p = Plugin::spawn(dir, &socket, vault_addr, token, extra);
-        let mut p = p;
-        wait_for("plugin socket", START_TIMEOUT, || {
-            if let Some(st) = p.try_exit() {
-                panic!("plugin exited early with {st}:\n{}", p.log_text());
-            }
-            socket.exists().then_some(())
-        });
+        let mut p = Plugin::spawn(dir, &socket, vault_addr, token, extra);
+        p.wait_for_socket();
         p
     }
 
@@ -434,6 +437,17 @@ impl Plugin {
             log,
             child: Some(child),
         }
+    }
+
+    /// Waits (bounded) for the socket to appear; fails if the plugin exits.
+    pub fn wait_for_socket(&mut self) {
+        let sock = self.socket.clone();
+        wait_for("plugin socket", START_TIMEOUT, || {
+            if let Some(st) = self.try_exit() {
+                panic!("plugin exited early with {st}:\n{}", self.log_text());
+            }
+            sock.exists().then_some(())
+        });
     }
 
     pub fn client(&self) -> KmsClient {
@@ -613,6 +627,13 @@ pub fn rpc_err<T: std::fmt::Debug>(r: grpcio::Result<T>) -> (grpcio::RpcStatusCo
         Err(grpcio::Error::RpcFailure(s)) => (s.code(), s.message().to_owned()),
         other => panic!("expected an RPC failure, got {other:?}"),
     }
+}
+
+/// One KMS v2 Encrypt then Decrypt of a fresh DEK; panics unless it matches.
+pub fn round_trip_v2(c: &KmsClient) {
+    let pt = dek();
+    let e = encrypt_v2(c, &pt).unwrap();
+    assert_eq!(decrypt_v2(c, &e.ciphertext, &e.key_id).unwrap(), pt);
 }
 
 pub fn dek() -> Vec<u8> {
