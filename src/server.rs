@@ -92,7 +92,7 @@ fn reply_inline<Resp: Send + 'static>(ctx: &RpcContext<'_>, sink: UnarySink<Resp
 
 fn log_outcome(api: &str, op: &str, uid: &str, start: Instant, r: Result<(), &KmsError>) {
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    let uid = if uid.is_empty() { "-" } else { uid };
+    let uid = log_safe_uid(uid);
     match r {
         Ok(()) => log::debug!("api={api} op={op} uid={uid} latency_ms={ms:.1} outcome=ok"),
         Err(e) => log::warn!(
@@ -101,6 +101,27 @@ fn log_outcome(api: &str, op: &str, uid: &str, start: Instant, r: Result<(), &Km
         ),
     }
 }
+
+/// The apiserver sends a UUID; anything else is cut to [`MAX_LOGGED_UID`]
+/// characters of `[A-Za-z0-9-_.]` so a caller cannot forge log lines.
+fn log_safe_uid(uid: &str) -> String {
+    if uid.is_empty() {
+        return "-".to_owned();
+    }
+    uid.chars()
+        .take(MAX_LOGGED_UID)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// A UUID is 36 characters; leave room for other request-id schemes.
+const MAX_LOGGED_UID: usize = 64;
 
 /// Runs `work` on its own thread under the in-flight cap and replies.
 fn dispatch<Resp, F>(
@@ -257,6 +278,36 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
 }
 
 fn is_loopback_url(addr: &str) -> bool {
-    let host = addr.split("://").nth(1).unwrap_or("");
-    host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]")
+    let authority = addr.split("://").nth(1).unwrap_or("");
+    if authority.starts_with("[::1]") {
+        return true;
+    }
+    let host = authority.split(':').next().unwrap_or("");
+    host == "localhost" || (host.starts_with("127.") && host.split('.').count() == 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_cannot_forge_log_lines() {
+        assert_eq!(log_safe_uid(""), "-");
+        assert_eq!(
+            log_safe_uid("0b8e2c9e-6a0e-4a53-9d3e-1c4f7a2b9c11"),
+            "0b8e2c9e-6a0e-4a53-9d3e-1c4f7a2b9c11"
+        );
+        assert_eq!(log_safe_uid("x\nFAKE op=decrypt"), "x?FAKE?op?decrypt");
+        assert_eq!(log_safe_uid(&"a".repeat(500)).len(), MAX_LOGGED_UID);
+    }
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback_url("http://127.0.0.1:8200"));
+        assert!(is_loopback_url("http://localhost:8200"));
+        assert!(is_loopback_url("http://[::1]:8200"));
+        assert!(!is_loopback_url("http://vault.example:8200"));
+        assert!(!is_loopback_url("http://localhost.evil.example:8200"));
+        assert!(!is_loopback_url("http://127.0.0.1.evil.example:8200"));
+    }
 }
