@@ -500,7 +500,19 @@ pub struct FaultProxy {
     pub addr: String,
     delay_ms: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
+    mode: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+}
+
+/// What the proxy does with each chunk the plugin sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forward it (after the configured delay).
+    Forward = 0,
+    /// Close both connections without an answer.
+    Cut = 1,
+    /// Answer `502 Bad Gateway` with an HTML body, like a load balancer.
+    BadGateway = 2,
 }
 
 impl FaultProxy {
@@ -511,8 +523,9 @@ impl FaultProxy {
         let upstream = upstream.trim_start_matches("http://").to_owned();
         let delay_ms = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
+        let mode = Arc::new(AtomicU64::new(ProxyMode::Forward as u64));
         let stop = Arc::new(AtomicBool::new(false));
-        let (d, r, s) = (delay_ms.clone(), requests.clone(), stop.clone());
+        let (d, r, m, s) = (delay_ms.clone(), requests.clone(), mode.clone(), stop.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -525,6 +538,7 @@ impl FaultProxy {
                         let up = Upstream {
                             delay_ms: d.clone(),
                             requests: r.clone(),
+                            mode: m.clone(),
                         };
                         std::thread::spawn(move || pipe(client, server, Some(up)));
                         std::thread::spawn(move || pipe(s2, c2, None));
@@ -537,6 +551,7 @@ impl FaultProxy {
             addr: format!("http://127.0.0.1:{port}"),
             delay_ms,
             requests,
+            mode,
             stop,
         }
     }
@@ -544,6 +559,10 @@ impl FaultProxy {
     /// Delay applied to each chunk sent from the plugin towards OpenBao.
     pub fn set_delay(&self, d: Duration) {
         self.delay_ms.store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_mode(&self, m: ProxyMode) {
+        self.mode.store(m as u64, Ordering::SeqCst);
     }
 
     /// HTTP requests the plugin has sent to OpenBao through this proxy.
@@ -561,6 +580,7 @@ impl Drop for FaultProxy {
 struct Upstream {
     delay_ms: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
+    mode: Arc<AtomicU64>,
 }
 
 fn pipe(mut from: TcpStream, mut to: TcpStream, upstream: Option<Upstream>) {
@@ -574,6 +594,25 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, upstream: Option<Upstream>) {
             let chunk = &buf[..n];
             let count = chunk.windows(9).filter(|w| *w == b"POST /v1/").count();
             up.requests.fetch_add(count as u64, Ordering::SeqCst);
+            match up.mode.load(Ordering::SeqCst) {
+                1 => {
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
+                    return;
+                }
+                2 => {
+                    let body = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+                    let resp = format!(
+                        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = from.write_all(resp.as_bytes());
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
+                    return;
+                }
+                _ => {}
+            }
             let ms = up.delay_ms.load(Ordering::Relaxed);
             if ms > 0 {
                 std::thread::sleep(Duration::from_millis(ms));

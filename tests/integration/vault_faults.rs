@@ -328,3 +328,34 @@ fn vault_traffic_is_bounded_status_bursts_share_one_probe_and_encrypt_is_one_cal
     }
     assert_eq!(slow.requests(), 2, "each Status probed Vault on its own");
 }
+
+#[test]
+fn cut_connections_and_bad_gateway_are_unavailable_and_recover() {
+    let dir = TempDir::new("cut");
+    let bao = Bao::dev(dir.path());
+    let proxy = FaultProxy::start(&bao.addr);
+    let p = Plugin::start(dir.path(), &proxy.addr, &bao.token, &[]);
+    let c = p.client();
+    round_trip_v2(&c);
+    let pt = dek();
+    let e = encrypt_v2(&c, &pt).unwrap();
+
+    proxy.set_mode(ProxyMode::Cut);
+    let t = Instant::now();
+    let (code, msg) = rpc_err(decrypt_v2(&c, &e.ciphertext, &e.key_id));
+    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{msg}");
+    assert!(msg.contains(&proxy.addr), "{msg}");
+
+    proxy.set_mode(ProxyMode::BadGateway);
+    let (code, msg) = rpc_err(encrypt_v2(&c, &pt));
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{msg}");
+    assert!(msg.contains("HTTP 502") && msg.contains(&proxy.addr), "{msg}");
+    assert!(msg.len() < 600, "error text not bounded: {msg}");
+
+    // Back to normal: the pool's dead connections are replaced silently.
+    proxy.set_mode(ProxyMode::Forward);
+    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
+    round_trip_v2(&c);
+    assert!(p.log_text().contains("outcome=vault_unavailable"));
+}
