@@ -18,7 +18,8 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2
 trap cleanup EXIT
 
 export BAO_ADDR="http://127.0.0.1:$port" BAO_TOKEN="bench-root"
-"$BAO" server -dev -dev-root-token-id="$BAO_TOKEN" -dev-listen-address="127.0.0.1:$port" >"$work/bao.log" 2>&1 &
+# HOME: dev mode writes its root token to ~/.vault-token; leave the user's own alone.
+HOME="$work" "$BAO" server -dev -dev-root-token-id="$BAO_TOKEN" -dev-listen-address="127.0.0.1:$port" >"$work/bao.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do "$BAO" status >/dev/null 2>&1 && break; sleep 0.2; done
 "$BAO" secrets enable transit >/dev/null

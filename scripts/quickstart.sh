@@ -29,7 +29,8 @@ trap cleanup EXIT
 
 export BAO_ADDR="http://127.0.0.1:$port" BAO_TOKEN="quickstart-root"
 echo "==> starting OpenBao dev server on $BAO_ADDR (log: $work/bao.log)"
-"$BAO" server -dev -dev-root-token-id="$BAO_TOKEN" -dev-listen-address="127.0.0.1:$port" >"$work/bao.log" 2>&1 &
+# HOME: dev mode writes its root token to ~/.vault-token; leave the user's own alone.
+HOME="$work" "$BAO" server -dev -dev-root-token-id="$BAO_TOKEN" -dev-listen-address="127.0.0.1:$port" >"$work/bao.log" 2>&1 &
 bao_pid=$!
 for _ in $(seq 1 100); do "$BAO" status >/dev/null 2>&1 && break; sleep 0.2; done
 "$BAO" status >/dev/null || { cat "$work/bao.log"; exit 1; }

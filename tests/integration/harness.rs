@@ -190,6 +190,9 @@ impl Bao {
         let child = Command::new(bao_bin())
             .args(["server", "-dev"])
             .args(extra)
+            // Dev mode writes its root token to $HOME/.vault-token through a
+            // fixed temp name: parallel servers sharing a HOME race on it.
+            .env("HOME", dir)
             .args([
                 format!("-dev-root-token-id={ROOT_TOKEN}"),
                 format!("-dev-listen-address=127.0.0.1:{port}"),
