@@ -391,6 +391,39 @@ mod tests {
         assert_eq!(error_text(""), "");
     }
 
+    /// Whatever a server or proxy sends, the message we build stays one
+    /// bounded line and never panics.
+    #[test]
+    fn error_text_on_arbitrary_bodies() {
+        let pieces = [
+            "{",
+            "}",
+            "\"errors\"",
+            ":",
+            "[",
+            "]",
+            "\"x\"",
+            ",",
+            "\n",
+            "é",
+            "\u{7}",
+            "null",
+            "1",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let body: String = (0..(x % 16))
+                .map(|i| pieces[((x >> (i * 3)) % pieces.len() as u64) as usize])
+                .collect();
+            let t = error_text(&body);
+            assert!(t.chars().count() <= MAX_ERROR_TEXT + 3);
+            assert!(!t.chars().any(|c| c.is_control()), "{t:?}");
+        }
+    }
+
     #[test]
     fn debug_redacts_the_token() {
         let cfg = crate::config::tests::sample_config();

@@ -190,3 +190,34 @@ fn parsers() {
     }
     assert!(parse_bool("TRUE").unwrap() && !parse_bool("0").unwrap() && parse_bool("2").is_err());
 }
+
+/// A small deterministic fuzz over every config parser: no input panics,
+/// and whatever is accepted is accepted again unchanged (idempotence).
+#[test]
+fn parsers_never_panic_and_are_idempotent() {
+    let alphabet: Vec<char> = "unix:/@.-_a0 9ms{}\"[]:,truehttps/é\u{0}\n".chars().collect();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 24) as usize;
+        let s: String = (0..len)
+            .map(|i| alphabet[((x >> (i % 50)) as usize + i * 7) % alphabet.len()])
+            .collect();
+        let _ = parse_config_json(&s);
+        let _ = parse_bool(&s);
+        let _ = parse_duration(&s);
+        let _ = parse_socket(&s);
+        if let Ok(a) = parse_addr(&s) {
+            assert_eq!(parse_addr(&a).as_deref(), Ok(a.as_str()));
+        }
+        if let Ok(m) = parse_mount(&s) {
+            assert_eq!(parse_mount(&m).as_deref(), Ok(m.as_str()));
+            assert!(!m.contains(':'));
+        }
+        if let Ok(k) = parse_key_name(&s) {
+            assert!(!k.contains(':') && !k.contains('/'));
+        }
+    }
+}

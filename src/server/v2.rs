@@ -6,7 +6,7 @@ use grpcio::{RpcContext, UnarySink};
 use super::{dispatch, Shared};
 use crate::envelope::{parse_key_id, parse_v2_ciphertext};
 use crate::kms::KmsError;
-use crate::limits::V2_MAX_CIPHERTEXT;
+use crate::limits::{V2_MAX_CIPHERTEXT, V2_MAX_PLAINTEXT};
 use crate::proto::v2::*;
 
 /// The version string the apiserver requires from a v2 plugin.
@@ -33,6 +33,12 @@ impl KeyManagementService for V2 {
     fn encrypt(&mut self, ctx: RpcContext<'_>, req: EncryptRequest, sink: UnarySink<EncryptResponse>) {
         let uid = req.uid.clone();
         dispatch(&ctx, sink, &self.0, "v2", "encrypt", uid, move |kms| {
+            if req.plaintext.len() > V2_MAX_PLAINTEXT {
+                return Err(KmsError::Invalid(format!(
+                    "plaintext is {} bytes; KMS v2 sends a 32-byte seed and this plugin accepts at most {V2_MAX_PLAINTEXT}",
+                    req.plaintext.len()
+                )));
+            }
             let (ct, kv) = kms.encrypt(&req.plaintext)?;
             let mut resp = EncryptResponse::new();
             resp.ciphertext = ct.as_str().as_bytes().to_vec();

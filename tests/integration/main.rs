@@ -239,6 +239,18 @@ fn bad_ciphertexts_are_clear_errors_and_the_plugin_keeps_serving() {
     assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT);
     let (code, msg) = rpc_err(encrypt_v2(&c, &vec![7u8; 100_000]));
     assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{msg}");
+    let (code, msg) = rpc_err(encrypt_v2(&c, &[7u8; 513]));
+    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{msg}");
+    assert!(msg.contains("at most 512"), "{msg}");
+    // The largest accepted v2 plaintext still fits the 1024-byte ciphertext limit.
+    let big = [9u8; 512];
+    let e = encrypt_v2(&c, &big).unwrap();
+    assert!(e.ciphertext.len() <= 1024, "{}", e.ciphertext.len());
+    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), big.to_vec());
+    // v1 accepts larger DEKs (its cipher limit is 64 KiB).
+    let pt1 = vec![5u8; 4096];
+    let c1 = encrypt_v1(&c, &pt1).unwrap();
+    assert_eq!(decrypt_v1(&c, &c1).unwrap(), pt1);
 
     // Still serving, still correct.
     assert_eq!(decrypt_v2(&c, &good.ciphertext, &good.key_id).unwrap(), pt);
