@@ -18,9 +18,10 @@ pub const MAX_PLAINTEXT: usize = 64 * 1024;
 pub const V2_MAX_CIPHERTEXT: usize = 1024;
 
 /// Largest KMS v2 plaintext we send to Vault. The apiserver sends a 32-byte
-/// seed; Vault's answer is `vault:vN:` plus base64 of nonce (12) + plaintext
-/// + tag (16), so 512 bytes give about 740 bytes of ciphertext, safely under
-/// [`V2_MAX_CIPHERTEXT`]. Larger inputs are refused before any Vault call.
+/// seed; Vault's answer is `vault:vN:` and the base64 of nonce (12 bytes),
+/// plaintext and tag (16 bytes), so 512 bytes give about 740 bytes of
+/// ciphertext, safely under [`V2_MAX_CIPHERTEXT`]. Larger inputs are refused
+/// before any Vault call.
 pub const V2_MAX_PLAINTEXT: usize = 512;
 pub const V2_MAX_KEY_ID: usize = 1024;
 
