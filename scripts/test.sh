@@ -14,4 +14,15 @@ export BAO_BIN
 echo "==> OpenBao: $("$BAO_BIN" version)"
 
 cargo fmt --check
-cargo test --locked --all-targets
+
+# cargo prints one "test result" line per target, the last of them for a
+# target without tests; close with the total over all targets.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --locked --all-targets 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed;/) p += $(i-1); if ($i ~ /^failed;/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
