@@ -32,3 +32,100 @@ pub mod v1beta1 {
     include!(concat!(env!("OUT_DIR"), "/proto/kms_v1beta1.rs"));
     include!(concat!(env!("OUT_DIR"), "/proto/kms_v1beta1_grpc.rs"));
 }
+
+/// Pins the wire contract to kube-apiserver's (`k8s.io/kms/apis/v2` and
+/// `v1beta1`) independently of proto/: method paths, and field numbers and
+/// types checked against hand-encoded protobuf bytes.
+#[cfg(test)]
+mod wire_tests {
+    use protobuf::Message;
+    use std::collections::HashMap;
+
+    /// A length-delimited field: tag (field << 3 | 2), length, bytes.
+    fn ld(field: u8, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![(field << 3) | 2, data.len() as u8];
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn method_paths() {
+        assert_eq!(super::v2::METHOD_STATUS.name, "/v2.KeyManagementService/Status");
+        assert_eq!(super::v2::METHOD_ENCRYPT.name, "/v2.KeyManagementService/Encrypt");
+        assert_eq!(super::v2::METHOD_DECRYPT.name, "/v2.KeyManagementService/Decrypt");
+        assert_eq!(
+            super::v1beta1::METHOD_VERSION.name,
+            "/v1beta1.KeyManagementService/Version"
+        );
+        assert_eq!(
+            super::v1beta1::METHOD_ENCRYPT.name,
+            "/v1beta1.KeyManagementService/Encrypt"
+        );
+        assert_eq!(
+            super::v1beta1::METHOD_DECRYPT.name,
+            "/v1beta1.KeyManagementService/Decrypt"
+        );
+    }
+
+    #[test]
+    fn v2_field_numbers() {
+        let mut s = super::v2::StatusResponse::new();
+        s.version = "v2".into();
+        s.healthz = "ok".into();
+        s.key_id = "k".into();
+        assert_eq!(
+            s.write_to_bytes().unwrap(),
+            [ld(1, b"v2"), ld(2, b"ok"), ld(3, b"k")].concat()
+        );
+
+        let mut e = super::v2::EncryptResponse::new();
+        e.ciphertext = b"c".to_vec();
+        e.key_id = "k".into();
+        e.annotations = HashMap::from([("a.b".to_owned(), b"z".to_vec())]);
+        let entry = [ld(1, b"a.b"), ld(2, b"z")].concat();
+        assert_eq!(
+            e.write_to_bytes().unwrap(),
+            [ld(1, b"c"), ld(2, b"k"), ld(3, &entry)].concat()
+        );
+
+        let wire = [ld(1, b"ct"), ld(2, b"uid"), ld(3, b"kid"), ld(4, &entry)].concat();
+        let d = super::v2::DecryptRequest::parse_from_bytes(&wire).unwrap();
+        assert_eq!(
+            (d.ciphertext.as_slice(), d.uid.as_str(), d.key_id.as_str()),
+            (&b"ct"[..], "uid", "kid")
+        );
+        assert_eq!(d.annotations.get("a.b").map(Vec::as_slice), Some(&b"z"[..]));
+
+        let er = super::v2::EncryptRequest::parse_from_bytes(&[ld(1, b"pt"), ld(2, b"u")].concat()).unwrap();
+        assert_eq!((er.plaintext.as_slice(), er.uid.as_str()), (&b"pt"[..], "u"));
+        let mut dr = super::v2::DecryptResponse::new();
+        dr.plaintext = b"pt".to_vec();
+        assert_eq!(dr.write_to_bytes().unwrap(), ld(1, b"pt"));
+    }
+
+    #[test]
+    fn v1beta1_field_numbers() {
+        let mut v = super::v1beta1::VersionResponse::new();
+        v.version = "v1beta1".into();
+        v.runtime_name = "n".into();
+        v.runtime_version = "1".into();
+        assert_eq!(
+            v.write_to_bytes().unwrap(),
+            [ld(1, b"v1beta1"), ld(2, b"n"), ld(3, b"1")].concat()
+        );
+        let vr = super::v1beta1::VersionRequest::parse_from_bytes(&ld(1, b"v1beta1")).unwrap();
+        assert_eq!(vr.version, "v1beta1");
+
+        let e = super::v1beta1::EncryptRequest::parse_from_bytes(&[ld(1, b"v1beta1"), ld(2, b"dek")].concat()).unwrap();
+        assert_eq!((e.version.as_str(), e.plain.as_slice()), ("v1beta1", &b"dek"[..]));
+        let mut er = super::v1beta1::EncryptResponse::new();
+        er.cipher = b"c".to_vec();
+        assert_eq!(er.write_to_bytes().unwrap(), ld(1, b"c"));
+
+        let d = super::v1beta1::DecryptRequest::parse_from_bytes(&[ld(1, b"v1beta1"), ld(2, b"c")].concat()).unwrap();
+        assert_eq!((d.version.as_str(), d.cipher.as_slice()), ("v1beta1", &b"c"[..]));
+        let mut dr = super::v1beta1::DecryptResponse::new();
+        dr.plain = b"p".to_vec();
+        assert_eq!(dr.write_to_bytes().unwrap(), ld(1, b"p"));
+    }
+}
