@@ -52,7 +52,9 @@ OPTIONS:
 
 ENVIRONMENT:
     VAULT_TOKEN              Vault token (when --vault-token-file is not given)
-    RUST_LOG                 log level: error, warn, info (default), debug
+    RUST_LOG                 log level: error, warn, info (default), debug;
+                             trousseau=debug adds a line per request without
+                             the HTTP and TLS libraries' debug output
 
 The Vault token needs only \"update\" on <mount>/encrypt/<key> and <mount>/decrypt/<key>.
 Tokens, DEKs and plaintexts never appear in logs or error messages.
@@ -97,6 +99,9 @@ pub fn run(args: Vec<OsString>) -> i32 {
 
 fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info");
+    // gRPC core keeps printing its own errors to stderr (GRPC_VERBOSITY,
+    // ERROR by default): redirecting them into `log` would also pour its
+    // debug chatter into `RUST_LOG=debug`.
     let _ = env_logger::Builder::from_env(env).format_timestamp_millis().try_init();
 }
 

@@ -224,7 +224,12 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     let addr = format!("unix:{}", cfg.socket.display());
     server
         .add_listening_port(addr.as_str(), ServerCredentials::insecure())
-        .map_err(|e| ServeError(format!("cannot bind {}: {e}", cfg.socket.display())))?;
+        .map_err(|_| {
+            ServeError(format!(
+                "cannot bind unix socket {}: check that its directory is writable by this user (see the gRPC log line above)",
+                cfg.socket.display()
+            ))
+        })?;
     server.start();
     if let Err(e) = socket::restrict(&cfg.socket) {
         socket::remove(&cfg.socket);
