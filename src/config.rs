@@ -106,18 +106,25 @@ enum Origin {
 
 #[derive(Clone, Debug)]
 struct Value {
+    key: &'static str,
     raw: String,
     origin: Origin,
 }
 
 impl Value {
-    fn describe(&self, key: &str) -> String {
+    fn describe(&self) -> String {
         match &self.origin {
-            Origin::Flag => format!("--{key}"),
+            Origin::Flag => format!("--{}", self.key),
             Origin::Env(v) => v.to_string(),
-            Origin::File => format!("config file key \"{key}\""),
+            Origin::File => format!("config file key \"{}\"", self.key),
         }
     }
+}
+
+/// Parses a value if some source set it; an error names that source.
+fn parsed<T>(v: Option<Value>, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, ConfigError> {
+    v.map(|v| parse(&v.raw).map_err(|m| ConfigError(format!("{}: {m}", v.describe()))))
+        .transpose()
 }
 
 /// Raw inputs: `flags` are `--key value` pairs already split by the CLI,
@@ -139,112 +146,69 @@ impl Config {
         if let Some(path) = src.flags.get("config") {
             file_values = read_config_file(path)?;
         }
-        let lookup = |key: &str| -> Option<Value> {
+        let lookup = |key: &'static str| -> Option<Value> {
+            let value = |raw: String, origin| Some(Value { key, raw, origin });
             if let Some(v) = src.flags.get(key) {
-                return Some(Value {
-                    raw: v.clone(),
-                    origin: Origin::Flag,
-                });
+                return value(v.clone(), Origin::Flag);
             }
             let env_name = KEYS.iter().find(|(n, _)| *n == key).and_then(|(_, e)| *e);
             if let Some(name) = env_name {
                 if let Some(v) = (src.env)(name).filter(|v| !v.is_empty()) {
-                    return Some(Value {
-                        raw: v,
-                        origin: Origin::Env(name),
-                    });
+                    return value(v, Origin::Env(name));
                 }
             }
-            file_values.get(key).map(|v: &String| Value {
-                raw: v.clone(),
-                origin: Origin::File,
-            })
+            file_values.get(key).and_then(|v| value(v.clone(), Origin::File))
         };
 
-        let socket = match lookup("socket") {
-            Some(v) => parse_socket(&v.raw).map_err(|m| ConfigError(format!("{}: {m}", v.describe("socket"))))?,
-            None => PathBuf::from(DEFAULT_SOCKET),
+        let socket = parsed(lookup("socket"), parse_socket)?.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        let Some(vault_addr) = parsed(lookup("vault-addr"), parse_addr)? else {
+            return err("no Vault address: set --vault-addr or VAULT_ADDR (e.g. https://vault.example:8200)");
         };
-        let vault_addr = match lookup("vault-addr") {
-            Some(v) => parse_addr(&v.raw).map_err(|m| ConfigError(format!("{}: {m}", v.describe("vault-addr"))))?,
-            None => return err("no Vault address: set --vault-addr or VAULT_ADDR (e.g. https://vault.example:8200)"),
-        };
-        let transit_mount = match lookup("transit-mount") {
-            Some(v) => parse_mount(&v.raw).map_err(|m| ConfigError(format!("{}: {m}", v.describe("transit-mount"))))?,
-            None => DEFAULT_TRANSIT_MOUNT.to_owned(),
-        };
-        let transit_key = match lookup("transit-key") {
-            Some(v) => {
-                parse_key_name(&v.raw).map_err(|m| ConfigError(format!("{}: {m}", v.describe("transit-key"))))?
-            }
-            None => return err("no transit key: set --transit-key to the name of the transit key that protects DEKs"),
+        let transit_mount =
+            parsed(lookup("transit-mount"), parse_mount)?.unwrap_or_else(|| DEFAULT_TRANSIT_MOUNT.to_owned());
+        let Some(transit_key) = parsed(lookup("transit-key"), parse_key_name)? else {
+            return err("no transit key: set --transit-key to the name of the transit key that protects DEKs");
         };
         let vault_namespace = lookup("vault-namespace")
             .map(|v| v.raw.trim_matches('/').to_owned())
             .filter(|s| !s.is_empty());
-        let vault_cacert = match lookup("vault-cacert") {
-            Some(v) => {
-                let p = PathBuf::from(&v.raw);
-                if !p.is_file() {
-                    return err(format!(
-                        "{}: CA file {} does not exist or is not a file",
-                        v.describe("vault-cacert"),
-                        p.display()
-                    ));
-                }
-                Some(p)
+        let vault_cacert = parsed(lookup("vault-cacert"), |raw| {
+            let p = PathBuf::from(raw);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(format!("CA file {} does not exist or is not a file", p.display()))
             }
-            None => None,
-        };
-        let vault_skip_verify = match lookup("vault-skip-verify") {
-            Some(v) => {
-                parse_bool(&v.raw).map_err(|m| ConfigError(format!("{}: {m}", v.describe("vault-skip-verify"))))?
+        })?;
+        let vault_skip_verify = parsed(lookup("vault-skip-verify"), parse_bool)?.unwrap_or(false);
+        let vault_timeout = parsed(lookup("vault-timeout"), |raw| {
+            let d = parse_duration(raw)?;
+            if (MIN_VAULT_TIMEOUT..=MAX_VAULT_TIMEOUT).contains(&d) {
+                Ok(d)
+            } else {
+                Err(format!(
+                    "{raw} is out of range; use 100ms to 60s (below the apiserver's KMS timeout, 3s by default)"
+                ))
             }
-            None => false,
-        };
-        let vault_timeout = match lookup("vault-timeout") {
-            Some(v) => {
-                let d =
-                    parse_duration(&v.raw).map_err(|m| ConfigError(format!("{}: {m}", v.describe("vault-timeout"))))?;
-                if !(MIN_VAULT_TIMEOUT..=MAX_VAULT_TIMEOUT).contains(&d) {
-                    return err(format!(
-                        "{}: {} is out of range; use 100ms to 60s (below the apiserver's KMS timeout, 3s by default)",
-                        v.describe("vault-timeout"),
-                        v.raw
-                    ));
-                }
-                d
+        })?
+        .unwrap_or(DEFAULT_VAULT_TIMEOUT);
+        let max_in_flight = parsed(lookup("max-in-flight"), |raw| {
+            raw.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_MAX_IN_FLIGHT).contains(n))
+                .ok_or_else(|| format!("\"{raw}\" is not a number from 1 to {MAX_MAX_IN_FLIGHT}"))
+        })?
+        .unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        let shutdown_timeout = parsed(lookup("shutdown-timeout"), |raw| {
+            let d = parse_duration(raw)?;
+            if d <= MAX_SHUTDOWN_TIMEOUT {
+                Ok(d)
+            } else {
+                Err(format!("{raw} is too long; use at most 300s"))
             }
-            None => DEFAULT_VAULT_TIMEOUT,
-        };
-        let max_in_flight = match lookup("max-in-flight") {
-            Some(v) => match v.raw.trim().parse::<usize>() {
-                Ok(n) if (1..=MAX_MAX_IN_FLIGHT).contains(&n) => n,
-                _ => {
-                    return err(format!(
-                        "{}: \"{}\" is not a number from 1 to {MAX_MAX_IN_FLIGHT}",
-                        v.describe("max-in-flight"),
-                        v.raw
-                    ))
-                }
-            },
-            None => DEFAULT_MAX_IN_FLIGHT,
-        };
-        let shutdown_timeout = match lookup("shutdown-timeout") {
-            Some(v) => {
-                let d = parse_duration(&v.raw)
-                    .map_err(|m| ConfigError(format!("{}: {m}", v.describe("shutdown-timeout"))))?;
-                if d > MAX_SHUTDOWN_TIMEOUT {
-                    return err(format!(
-                        "{}: {} is too long; use at most 300s",
-                        v.describe("shutdown-timeout"),
-                        v.raw
-                    ));
-                }
-                d
-            }
-            None => DEFAULT_SHUTDOWN_TIMEOUT,
-        };
+        })?
+        .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
 
         // Token: --vault-token-file, then VAULT_TOKEN, then the file's key.
         let token_file = src.flags.get("vault-token-file").cloned();
