@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use grpcio::{CallOption, ChannelBuilder, EnvBuilder};
 
 use crate::proto::{v1beta1, v2};
+use crate::server::{V1_API_VERSION, V2_API_VERSION};
 
 /// Clients for both services over one channel, like the apiserver's.
 pub struct KmsClient {
@@ -65,7 +66,7 @@ pub fn run(socket: &Path, timeout: Duration) -> Result<(), String> {
     step(
         "v2 Status",
         match &status {
-            Ok(s) if s.healthz == "ok" && s.version == "v2" && !s.key_id.is_empty() => Ok(format!(
+            Ok(s) if s.healthz == "ok" && s.version == V2_API_VERSION && !s.key_id.is_empty() => Ok(format!(
                 "version={} healthz=ok key_id={} ({})",
                 s.version,
                 s.key_id,
@@ -119,17 +120,17 @@ pub fn run(socket: &Path, timeout: Duration) -> Result<(), String> {
     }
 
     let mut vreq = v1beta1::VersionRequest::new();
-    vreq.version = "v1beta1".into();
+    vreq.version = V1_API_VERSION.into();
     step(
         "v1beta1 Version",
         match c.v1.version(&vreq, c.opt()) {
-            Ok(v) if v.version == "v1beta1" => Ok(format!("{} {}", v.runtime_name, v.runtime_version)),
+            Ok(v) if v.version == V1_API_VERSION => Ok(format!("{} {}", v.runtime_name, v.runtime_version)),
             Ok(v) => Err(format!("version {:?}", v.version)),
             Err(e) => Err(e.to_string()),
         },
     );
     let mut ereq = v1beta1::EncryptRequest::new();
-    ereq.version = "v1beta1".into();
+    ereq.version = V1_API_VERSION.into();
     ereq.plain = dek.clone();
     let t = Instant::now();
     let enc = c.v1.encrypt(&ereq, c.opt());
@@ -142,7 +143,7 @@ pub fn run(socket: &Path, timeout: Duration) -> Result<(), String> {
     );
     if let Ok(enc) = enc {
         let mut dreq = v1beta1::DecryptRequest::new();
-        dreq.version = "v1beta1".into();
+        dreq.version = V1_API_VERSION.into();
         dreq.cipher = enc.cipher;
         let t = Instant::now();
         step(

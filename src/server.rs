@@ -18,7 +18,7 @@ use crate::limits::{MAX_GRPC_MESSAGE, WORKER_STACK};
 use crate::vault::VaultClient;
 use crate::{proto, socket};
 
-pub use v1::{API_VERSION as V1_API_VERSION, RUNTIME_NAME};
+pub use v1::API_VERSION as V1_API_VERSION;
 pub use v2::API_VERSION as V2_API_VERSION;
 
 /// gRPC completion-queue threads. Handlers only hand work to a new thread,

@@ -176,10 +176,6 @@ impl VaultClient {
         })
     }
 
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
     /// `POST /v1/<mount>/encrypt/<key>`; returns Vault's `vault:vN:` ciphertext.
     pub fn encrypt(&self, key: &KeyName, plaintext: &[u8], deadline: Instant) -> Result<VaultCiphertext, VaultError> {
         let path = format!("{}/encrypt/{}", key.mount, key.key);
