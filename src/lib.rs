@@ -22,3 +22,6 @@ pub mod secret;
 pub mod server;
 pub mod socket;
 pub mod vault;
+
+#[cfg(test)]
+mod testutil;

@@ -406,14 +406,9 @@ mod tests {
             "null",
             "1",
         ];
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rng = crate::testutil::Rng::new(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let body: String = (0..(x % 16))
-                .map(|i| pieces[((x >> (i * 3)) % pieces.len() as u64) as usize])
-                .collect();
+            let body: String = rng.pick(&pieces, 16).concat();
             let t = error_text(&body);
             assert!(t.chars().count() <= MAX_ERROR_TEXT + 3);
             assert!(!t.chars().any(|c| c.is_control()), "{t:?}");

@@ -196,15 +196,9 @@ fn parsers() {
 #[test]
 fn parsers_never_panic_and_are_idempotent() {
     let alphabet: Vec<char> = "unix:/@.-_a0 9ms{}\"[]:,truehttps/é\u{0}\n".chars().collect();
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rng = crate::testutil::Rng::new(0x2545_f491_4f6c_dd1d);
     for _ in 0..20_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let len = (x % 24) as usize;
-        let s: String = (0..len)
-            .map(|i| alphabet[((x >> (i % 50)) as usize + i * 7) % alphabet.len()])
-            .collect();
+        let s: String = rng.pick(&alphabet, 24).into_iter().collect();
         let _ = parse_config_json(&s);
         let _ = parse_bool(&s);
         let _ = parse_duration(&s);
