@@ -159,14 +159,17 @@ impl Kms {
         Instant::now() + self.timeout
     }
 
-    /// Encrypts a DEK with the transit key's latest version.
-    pub fn encrypt(&self, plaintext: &[u8]) -> Result<(VaultCiphertext, KeyVersion), KmsError> {
+    /// Encrypts a DEK with the transit key's latest version. `max_len` is
+    /// the calling API's plaintext limit (at most [`MAX_PLAINTEXT`]); larger
+    /// or empty input is refused before any Vault call.
+    pub fn encrypt(&self, plaintext: &[u8], max_len: usize) -> Result<(VaultCiphertext, KeyVersion), KmsError> {
         if plaintext.is_empty() {
             return Err(KmsError::Invalid("plaintext is empty".into()));
         }
-        if plaintext.len() > MAX_PLAINTEXT {
+        let max_len = max_len.min(MAX_PLAINTEXT);
+        if plaintext.len() > max_len {
             return Err(KmsError::Invalid(format!(
-                "plaintext is {} bytes, more than {MAX_PLAINTEXT}",
+                "plaintext is {} bytes; this API accepts at most {max_len}",
                 plaintext.len()
             )));
         }

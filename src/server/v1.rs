@@ -6,6 +6,7 @@ use grpcio::{RpcContext, RpcStatus, RpcStatusCode, UnarySink};
 use super::{dispatch, reply_inline, Shared};
 use crate::envelope::{parse_v1_cipher, v1_cipher};
 use crate::kms::KmsError;
+use crate::limits::MAX_PLAINTEXT;
 use crate::proto::v1beta1::*;
 
 /// The only version the apiserver accepts from a v1 plugin.
@@ -44,7 +45,7 @@ impl KeyManagementService for V1 {
     fn encrypt(&mut self, ctx: RpcContext<'_>, req: EncryptRequest, sink: UnarySink<EncryptResponse>) {
         dispatch(&ctx, sink, &self.0, "v1beta1", "encrypt", String::new(), move |kms| {
             check_version(&req.version)?;
-            let (ct, kv) = kms.encrypt(&req.plain)?;
+            let (ct, kv) = kms.encrypt(&req.plain, MAX_PLAINTEXT)?;
             let mut resp = EncryptResponse::new();
             resp.cipher = v1_cipher(&kv.name, &ct);
             Ok(resp)

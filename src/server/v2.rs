@@ -33,13 +33,7 @@ impl KeyManagementService for V2 {
     fn encrypt(&mut self, ctx: RpcContext<'_>, req: EncryptRequest, sink: UnarySink<EncryptResponse>) {
         let uid = req.uid.clone();
         dispatch(&ctx, sink, &self.0, "v2", "encrypt", uid, move |kms| {
-            if req.plaintext.len() > V2_MAX_PLAINTEXT {
-                return Err(KmsError::Invalid(format!(
-                    "plaintext is {} bytes; KMS v2 sends a 32-byte seed and this plugin accepts at most {V2_MAX_PLAINTEXT}",
-                    req.plaintext.len()
-                )));
-            }
-            let (ct, kv) = kms.encrypt(&req.plaintext)?;
+            let (ct, kv) = kms.encrypt(&req.plaintext, V2_MAX_PLAINTEXT)?;
             let mut resp = EncryptResponse::new();
             resp.ciphertext = ct.as_str().as_bytes().to_vec();
             if resp.ciphertext.len() > V2_MAX_CIPHERTEXT {
