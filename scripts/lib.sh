@@ -61,3 +61,30 @@ ensure_bao() {
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# Starts an OpenBao dev server (in memory) on a free loopback port with the
+# transit engine and key `kube`, logging to WORK/bao.log. Exports BAO_ADDR and
+# BAO_TOKEN (= TOKEN) and sets bao_pid; the caller stops it.
+# usage: start_dev_openbao WORK TOKEN
+start_dev_openbao() {
+    local work="$1" bao port
+    bao="$(find_bao)"
+    port="$(free_port)"
+    export BAO_ADDR="http://127.0.0.1:$port" BAO_TOKEN="$2"
+    # HOME: dev mode writes its root token to ~/.vault-token; leave the user's own alone.
+    HOME="$work" "$bao" server -dev -dev-root-token-id="$BAO_TOKEN" -dev-listen-address="127.0.0.1:$port" \
+        >"$work/bao.log" 2>&1 &
+    bao_pid=$!
+    for _ in $(seq 1 100); do "$bao" status >/dev/null 2>&1 && break; sleep 0.2; done
+    "$bao" status >/dev/null || { cat "$work/bao.log"; return 1; }
+    "$bao" secrets enable transit >/dev/null
+    "$bao" write -f transit/keys/kube >/dev/null
+}
+
+# Waits up to 10 s for a Unix socket to appear; prints LOG and fails if not.
+# usage: wait_for_socket PATH LOG
+wait_for_socket() {
+    for _ in $(seq 1 100); do [ -S "$1" ] && return 0; sleep 0.1; done
+    cat "$2"
+    return 1
+}

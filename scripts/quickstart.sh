@@ -13,10 +13,8 @@ keep=""
 
 ensure_build_deps
 ensure_bao
-BAO="$(find_bao)"
 
 work="$(mktemp -d /tmp/trousseau-quickstart.XXXXXX)"
-port="$(free_port)"
 bao_pid=""
 plugin_pid=""
 cleanup() {
@@ -27,15 +25,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export BAO_ADDR="http://127.0.0.1:$port" BAO_TOKEN="quickstart-root"
-echo "==> starting OpenBao dev server on $BAO_ADDR (log: $work/bao.log)"
-# HOME: dev mode writes its root token to ~/.vault-token; leave the user's own alone.
-HOME="$work" "$BAO" server -dev -dev-root-token-id="$BAO_TOKEN" -dev-listen-address="127.0.0.1:$port" >"$work/bao.log" 2>&1 &
-bao_pid=$!
-for _ in $(seq 1 100); do "$BAO" status >/dev/null 2>&1 && break; sleep 0.2; done
-"$BAO" status >/dev/null || { cat "$work/bao.log"; exit 1; }
-"$BAO" secrets enable transit >/dev/null
-"$BAO" write -f transit/keys/kube >/dev/null
+echo "==> starting OpenBao dev server (log: $work/bao.log)"
+start_dev_openbao "$work" quickstart-root
+echo "==> OpenBao dev server on $BAO_ADDR"
 echo "==> transit engine enabled, key 'kube' created"
 
 echo "==> building trousseau (the first build compiles gRPC core: several minutes)"
@@ -45,8 +37,7 @@ echo "==> starting trousseau serve on unix://$socket (log: $work/plugin.log)"
 VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$BAO_TOKEN" \
     target/debug/trousseau serve --socket "$socket" --transit-key kube >"$work/plugin.log" 2>&1 &
 plugin_pid=$!
-for _ in $(seq 1 100); do [ -S "$socket" ] && break; sleep 0.1; done
-[ -S "$socket" ] || { cat "$work/plugin.log"; exit 1; }
+wait_for_socket "$socket" "$work/plugin.log"
 
 echo "==> round trip through the socket, as kube-apiserver would call it"
 target/debug/trousseau probe --socket "$socket"
