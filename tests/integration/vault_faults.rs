@@ -210,24 +210,14 @@ fn documented_least_privilege_policy_is_enough() {
     let cipher = encrypt_v1(&c, &pt).unwrap();
     assert_eq!(decrypt_v1(&c, &cipher).unwrap(), pt);
     // The same token cannot create, rotate or delete keys.
-    let (s, _) = vault_call(
-        &bao.addr,
-        &token,
-        "POST",
-        "transit/keys/new-key",
-        Some(serde_json::json!({})),
-    );
-    assert_eq!(s, 403);
-    let (s, _) = vault_call(
-        &bao.addr,
-        &token,
-        "POST",
-        "transit/keys/kube/rotate",
-        Some(serde_json::json!({})),
-    );
-    assert_eq!(s, 403);
-    let (s, _) = vault_call(&bao.addr, &token, "DELETE", "transit/keys/kube", None);
-    assert_eq!(s, 403);
+    for (method, path) in [
+        ("POST", "transit/keys/new-key"),
+        ("POST", "transit/keys/kube/rotate"),
+        ("DELETE", "transit/keys/kube"),
+    ] {
+        let (s, _) = vault_call(&bao.addr, &token, method, path, Some(serde_json::json!({})));
+        assert_eq!(s, 403, "{method} {path}");
+    }
 }
 
 #[test]
