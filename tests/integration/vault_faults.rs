@@ -268,8 +268,7 @@ fn vault_traffic_is_bounded_status_bursts_share_one_probe_and_encrypt_is_one_cal
     let proxy = FaultProxy::start(&bao.addr);
     let p = Plugin::start(dir.path(), &proxy.addr, &bao.token, &[]);
     let c = std::sync::Arc::new(p.client());
-    // Let the start-up probe finish, and slow Vault a little so a cold
-    // burst overlaps one probe in flight.
+    // The first Status waits for (or is) the start-up probe.
     assert_eq!(status(&c).healthz, "ok");
     let warm = proxy.requests();
     assert_eq!(warm, 2, "one probe is one encrypt and one decrypt");
