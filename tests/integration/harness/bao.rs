@@ -35,6 +35,25 @@ impl Bao {
         (b, certs.join("vault-ca.pem"))
     }
 
+    /// Dev server with a file audit device, declared in a config file since
+    /// OpenBao 2.x refuses to enable audit devices through the API; returns
+    /// it with the audit log's path (one JSON object per line).
+    pub fn dev_audited(dir: &Path) -> (Bao, PathBuf) {
+        let n = free_port();
+        let log = dir.join(format!("audit-{n}.jsonl"));
+        let cfg = dir.join(format!("audit-{n}.hcl"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "audit \"file\" \"file\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        let b = Bao::dev_with(dir, "http", &[format!("-config={}", cfg.display())]);
+        (b, log)
+    }
+
     fn dev_with(dir: &Path, scheme: &str, extra: &[String]) -> Bao {
         let port = free_port();
         let log = std::fs::File::create(dir.join(format!("bao-dev-{port}.log"))).unwrap();

@@ -5,11 +5,15 @@
 
 #![allow(dead_code)]
 
+mod auth;
 mod bao;
+mod cluster;
 mod plugin;
 mod proxy;
 
+pub use auth::*;
 pub use bao::Bao;
+pub use cluster::{vault_call_raw, Cluster, ClusterOpts};
 pub use plugin::{plugin_bin, Plugin};
 pub use proxy::{FaultProxy, ProxyMode};
 

@@ -14,6 +14,7 @@ pub struct FaultProxy {
     pub addr: String,
     delay_ms: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
+    redirects: Arc<AtomicU64>,
     mode: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
@@ -27,6 +28,9 @@ pub enum ProxyMode {
     Cut = 1,
     /// Answer `502 Bad Gateway` with an HTML body, like a load balancer.
     BadGateway = 2,
+    /// Forward each request with `X-Vault-No-Request-Forwarding: true`
+    /// added, so that a real OpenBao standby answers 307 to the active node.
+    NoForwarding = 3,
 }
 
 impl FaultProxy {
@@ -37,9 +41,11 @@ impl FaultProxy {
         let upstream = upstream.trim_start_matches("http://").to_owned();
         let delay_ms = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
+        let redirects = Arc::new(AtomicU64::new(0));
         let mode = Arc::new(AtomicU64::new(ProxyMode::Forward as u64));
         let stop = Arc::new(AtomicBool::new(false));
         let (d, r, m, s) = (delay_ms.clone(), requests.clone(), mode.clone(), stop.clone());
+        let rd = redirects.clone();
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -55,7 +61,8 @@ impl FaultProxy {
                             mode: m.clone(),
                         };
                         std::thread::spawn(move || pipe(client, server, Some(up)));
-                        std::thread::spawn(move || pipe(s2, c2, None));
+                        let rd = rd.clone();
+                        std::thread::spawn(move || pipe_back(s2, c2, rd));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -65,6 +72,7 @@ impl FaultProxy {
             addr: format!("http://127.0.0.1:{port}"),
             delay_ms,
             requests,
+            redirects,
             mode,
             stop,
         }
@@ -82,6 +90,11 @@ impl FaultProxy {
     /// HTTP requests the plugin has sent to OpenBao through this proxy.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// `307` answers OpenBao sent back through this proxy.
+    pub fn redirects(&self) -> u64 {
+        self.redirects.load(Ordering::SeqCst)
     }
 }
 
@@ -125,6 +138,13 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, upstream: Option<Upstream>) {
                     let _ = to.shutdown(Shutdown::Both);
                     return;
                 }
+                3 => {
+                    let out = inject_no_forwarding(chunk);
+                    if to.write_all(&out).is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 _ => {}
             }
             let ms = up.delay_ms.load(Ordering::Relaxed);
@@ -132,6 +152,42 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, upstream: Option<Upstream>) {
                 std::thread::sleep(Duration::from_millis(ms));
             }
         }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Adds the no-forwarding header after each request line in `chunk`.
+fn inject_no_forwarding(chunk: &[u8]) -> Vec<u8> {
+    const LINE_END: &[u8] = b" HTTP/1.1\r\n";
+    const HEADER: &[u8] = b"X-Vault-No-Request-Forwarding: true\r\n";
+    let mut out = Vec::with_capacity(chunk.len() + 64);
+    let mut i = 0;
+    while i < chunk.len() {
+        if chunk[i..].starts_with(LINE_END) {
+            out.extend_from_slice(LINE_END);
+            out.extend_from_slice(HEADER);
+            i += LINE_END.len();
+        } else {
+            out.push(chunk[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Copies OpenBao's answers back to the plugin, counting 307s.
+fn pipe_back(mut from: TcpStream, mut to: TcpStream, redirects: Arc<AtomicU64>) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let count = buf[..n].windows(13).filter(|w| *w == b"HTTP/1.1 307 ").count();
+        redirects.fetch_add(count as u64, Ordering::SeqCst);
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
