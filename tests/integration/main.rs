@@ -1,8 +1,10 @@
 //! End-to-end tests: the real `trousseau` binary on a real Unix socket,
 //! driven by a grpcio client, against real OpenBao servers started here.
 
+mod ha;
 mod harness;
 mod lifecycle;
+mod session;
 mod vault_faults;
 
 use grpcio::RpcStatusCode;

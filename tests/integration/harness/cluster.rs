@@ -335,6 +335,41 @@ impl Cluster {
         }
     }
 
+    /// Makes a token (TTL 1 h) with policy `name` from `hcl` plus `default`,
+    /// and waits until every running unsealed node knows it (standbys that
+    /// serve reads themselves would otherwise answer 403 for a moment).
+    pub fn token_with_policy(&self, name: &str, hcl: &str) -> String {
+        let leader = self.leader_index().expect("an active node");
+        let la = &self.nodes[leader].addr;
+        vault_ok(
+            la,
+            &self.token,
+            "POST",
+            &format!("sys/policies/acl/{name}"),
+            Some(serde_json::json!({ "policy": hcl })),
+        );
+        let v = vault_ok(
+            la,
+            &self.token,
+            "POST",
+            "auth/token/create",
+            Some(serde_json::json!({ "policies": [name], "ttl": "1h" })),
+        );
+        let token = v["auth"]["client_token"].as_str().unwrap().to_owned();
+        let nf = [("X-Vault-No-Request-Forwarding", "true")];
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.child.is_none() || !matches!(health(&n.addr), 200 | 429) {
+                continue;
+            }
+            wait_for(&format!("token on node {i}"), START_TIMEOUT, || {
+                // 307: this standby does not serve reads and will forward.
+                let (s, _, _) = vault_call_raw(&n.addr, &token, "GET", "auth/token/lookup-self", None, &nf);
+                matches!(s, 200 | 307).then_some(())
+            });
+        }
+        token
+    }
+
     pub fn log_tail(&self, i: usize, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(lines).collect();

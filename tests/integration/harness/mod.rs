@@ -8,12 +8,14 @@
 mod auth;
 mod bao;
 mod cluster;
+mod load;
 mod plugin;
 mod proxy;
 
 pub use auth::*;
 pub use bao::Bao;
-pub use cluster::{vault_call_raw, Cluster, ClusterOpts};
+pub use cluster::{Cluster, ClusterOpts};
+pub use load::{BlackHole, Figures, Load, Outcome};
 pub use plugin::{plugin_bin, Plugin};
 pub use proxy::{FaultProxy, ProxyMode};
 
