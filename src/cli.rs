@@ -70,8 +70,10 @@ OPTIONS:
                              loudly)  [env: VAULT_SKIP_VERIFY]
 
   Limits:
-    --vault-timeout DUR      budget for one Vault call, e.g. 2s or 500ms; keep it below
-                             the EncryptionConfiguration timeout (3s default)  [default: 2s]
+    --vault-timeout DUR      budget for one request's Vault work (all nodes tried and a
+                             retry after a fresh login included), e.g. 2s or 500ms; keep it
+                             below the EncryptionConfiguration timeout (3s default)
+                             [default: 2s]
     --max-in-flight N        requests handled at once; more get RESOURCE_EXHAUSTED
                              [default: 256]
     --shutdown-timeout DUR   time in-flight requests get to finish after SIGTERM

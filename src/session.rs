@@ -390,13 +390,6 @@ impl Session {
             st.lease_at = Instant::now();
         }
     }
-
-    /// Seconds left on the current token, if it expires.
-    pub fn ttl_left(&self) -> Option<Duration> {
-        let st = lock(&self.state);
-        let l = st.lease?;
-        (!l.ttl.is_zero()).then(|| l.ttl.saturating_sub(st.lease_at.elapsed()))
-    }
 }
 
 #[derive(Clone, Copy, Debug)]
