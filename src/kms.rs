@@ -159,10 +159,6 @@ impl Kms {
         }
     }
 
-    pub fn key(&self) -> &KeyName {
-        &self.key
-    }
-
     fn deadline(&self) -> Instant {
         Instant::now() + self.timeout
     }
@@ -230,6 +226,24 @@ impl Kms {
         }
         let deadline = self.deadline();
         Ok(self.with_token(deadline, |t| self.vault.decrypt(t, key, ct, deadline))?)
+    }
+
+    /// Decrypts a ciphertext that does not name its key (a bare `vault:vN:`
+    /// v1 cipher, as older plugins stored): with the primary key, then with
+    /// each `--decrypt-key` while Vault says the key does not fit. Transit
+    /// encryption is authenticated, so a wrong key fails; it never yields
+    /// another plaintext. All tries share one deadline.
+    pub fn decrypt_unnamed(&self, ct: &VaultCiphertext) -> Result<Vec<u8>, KmsError> {
+        let deadline = self.deadline();
+        let mut result = Err(VaultError::Credentials("no key configured".into()));
+        for key in std::iter::once(&self.key).chain(&self.decrypt_keys) {
+            result = self.with_token(deadline, |t| self.vault.decrypt(t, key, ct, deadline));
+            match &result {
+                Err(e) if e.class() == VaultErrorClass::Rejected => continue,
+                _ => break,
+            }
+        }
+        Ok(result?)
     }
 
     /// Health and current key id, from a probe at most
