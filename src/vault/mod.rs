@@ -695,6 +695,35 @@ mod tests {
     }
 
     #[test]
+    fn redirects_go_to_a_known_node_or_the_same_scheme() {
+        let mut cfg = crate::config::tests::sample_config();
+        cfg.vault_addrs = vec!["https://v1:8200".into(), "https://v2:8200".into()];
+        cfg.vault_tls_server_name = Some("vault.internal".into());
+        let c = VaultClient::new(&cfg).unwrap();
+        let from = c.inner.nodes.first().unwrap();
+        // A configured node keeps its own agent and server name.
+        let (_, addr, url) = c.redirect_target(from, "https://v2:8200/v1/transit/encrypt/k").unwrap();
+        assert_eq!(addr, "https://v2:8200");
+        assert_eq!(url, "https://vault.internal:8200/v1/transit/encrypt/k");
+        // Another https address is followed as is.
+        let (_, addr, url) = c.redirect_target(from, "https://v9:8200/v1/transit/decrypt/k").unwrap();
+        assert_eq!(
+            (addr.as_str(), url.as_str()),
+            ("https://v9:8200", "https://v9:8200/v1/transit/decrypt/k")
+        );
+        // Never from https down to http, never outside /v1/, never junk.
+        for bad in [
+            "http://v2:8200/v1/transit/encrypt/k",
+            "https://v2:8200/ui/",
+            "https://user@v2:8200/v1/x",
+            "/v1/relative",
+            "",
+        ] {
+            assert!(c.redirect_target(from, bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn debug_shows_no_credentials() {
         let cfg = crate::config::tests::sample_config();
         let c = VaultClient::new(&cfg).unwrap();
