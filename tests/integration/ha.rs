@@ -188,12 +188,14 @@ fn dead_or_hanging_address_first_in_the_list() {
 
     let hole = BlackHole::start();
     let dir2 = TempDir::new("ha-hole");
+    let t = Instant::now();
     let mut p = Plugin::start(
         dir2.path(),
         &format!("{},{}", hole.addr, bao.addr),
         &bao.token,
         &["--vault-timeout", "1s"],
     );
+    let started = t.elapsed();
     let kc = p.client();
     let mut lat = Vec::new();
     for _ in 0..5 {
@@ -206,9 +208,41 @@ fn dead_or_hanging_address_first_in_the_list() {
         lat.push(t.elapsed());
         assert_eq!(got, pt);
     }
+    eprintln!("hanging port first (--vault-timeout 1s): socket up after {started:?}; 10 calls ok, latencies {lat:?}");
+    assert!(p.try_exit().is_none());
+    drop(p);
+
+    // A node that answered at first and then hangs: a request gives it its
+    // share of --vault-timeout, then moves on to the next node.
+    let proxy = FaultProxy::start(&bao.addr);
+    let dir3 = TempDir::new("ha-slow");
+    let mut p = Plugin::start(
+        dir3.path(),
+        &format!("{},{}", proxy.addr, bao.addr),
+        &bao.token,
+        &["--vault-timeout", "1s"],
+    );
+    let kc = p.client();
+    round_trip_v2(&kc);
+    let before = proxy.requests();
+    assert!(before > 0, "the first node was not used");
+    proxy.set_delay(Duration::from_millis(2500));
+    let mut lat = Vec::new();
+    for _ in 0..5 {
+        let pt = dek();
+        let t = Instant::now();
+        let e = encrypt_v2(&kc, &pt).expect("encrypt with the first node hanging");
+        lat.push(t.elapsed());
+        let t = Instant::now();
+        let got = decrypt_v2(&kc, &e.ciphertext, &e.key_id).expect("decrypt with the first node hanging");
+        lat.push(t.elapsed());
+        assert_eq!(got, pt);
+    }
+    assert!(proxy.requests() > before, "the plugin never tried the hanging node");
     eprintln!(
-        "hanging port first (--vault-timeout 1s): 10 calls ok, latencies {:?}",
-        lat
+        "first node hangs after start (--vault-timeout 1s): 10 calls ok, latencies {lat:?}; \
+         {} requests went to the hanging node after it hung",
+        proxy.requests() - before
     );
     assert!(p.try_exit().is_none());
 }
@@ -235,8 +269,8 @@ fn standby_redirect_is_followed() {
         round_trip_v2(&kc);
     }
     eprintln!(
-        "via standby {standby} (307 to node {leader}): 10 round trips ok; {} requests reached the \
-         standby, {} were redirected",
+        "via standby {standby} (307 to node {leader}): 10 round trips ok; {} POSTs reached the \
+         standby, {} answers were 307s",
         proxy.requests(),
         proxy.redirects()
     );

@@ -132,7 +132,12 @@ fn rotated_secret_id_is_read_at_the_next_login() {
     role.destroy_secret_id(&bao, &old);
     let (s, _) = role.login(&bao, &old);
     assert!(s == 400 || s == 403, "the old secret_id still logs in: {s}");
+    let failed_before = audit.failed_responses(LOGIN); // that check's own
 
+    // The plugin ignores a 403 in the first second after a login (a token
+    // refused that early lacks a policy; logging in again would not help),
+    // so the revocation comes later than that, as it would in real life.
+    std::thread::sleep(Duration::from_millis(1500));
     let accessors = accessors_with_policy(&bao, &role.policy);
     assert_eq!(accessors.len(), 1, "the plugin's token: {accessors:?}");
     revoke_accessor(&bao, &accessors[0]);
@@ -145,7 +150,8 @@ fn rotated_secret_id_is_read_at_the_next_login() {
     let cipher = encrypt_v1(&kc, &pt).unwrap();
     assert_eq!(decrypt_v1(&kc, &cipher).unwrap(), pt);
     eprintln!(
-        "[secret_id] 11 round trips after the revocation in {:?}; logins ok {} failed {}",
+        "[secret_id] 11 round trips after the revocation in {:?}; logins ok {}, failed {} \
+         (the test's own check with the destroyed secret_id: {failed_before})",
         t.elapsed(),
         audit.ok_responses(LOGIN),
         audit.failed_responses(LOGIN)
@@ -153,7 +159,7 @@ fn rotated_secret_id_is_read_at_the_next_login() {
     assert_eq!(audit.ok_responses(LOGIN), 2, "exactly one new login");
     assert_eq!(
         audit.failed_responses(LOGIN),
-        0,
+        failed_before,
         "the plugin tried the destroyed secret_id"
     );
     assert_eq!(status(&kc).healthz, "ok");

@@ -11,8 +11,14 @@
 //!   `disable_standby_reads = true` makes them forward those too. A standby
 //!   answers 307 to the active node's `api_addr` only when the client asks
 //!   with `X-Vault-No-Request-Forwarding` (or when forwarding fails).
-//! - With `performance_multiplier = 1` a new leader is elected about a
-//!   second after the active node is killed.
+//! - Standby reads lag behind the active node: a key created there can be
+//!   "encryption key not found" on a standby for a moment, and a new token
+//!   unknown (403); `create_key` and `token_with_policy` wait for every node.
+//! - With `performance_multiplier = 1` a new leader is active about 2 s
+//!   after the active node is killed. Meanwhile a forwarding standby answers
+//!   307 to the dead node's `api_addr`, then briefly 500 ("local node not
+//!   active but active cluster node not found"); with standby reads on it
+//!   keeps answering transit requests itself throughout.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -107,13 +107,21 @@ impl Drop for Load {
     }
 }
 
+/// A failed call as "CODE: message", without grpcio's debug string.
+fn short(e: &grpcio::Error) -> String {
+    match e {
+        grpcio::Error::RpcFailure(s) => format!("{:?}: {}", s.code(), s.message()),
+        other => format!("{other:?}"),
+    }
+}
+
 fn round_trip(c: &KmsClient) -> Outcome {
     let start = Instant::now();
     let pt = dek();
     let (error, wrong) = match encrypt_v2(c, &pt) {
-        Err(e) => (Some(format!("encrypt: {e:?}")), false),
+        Err(e) => (Some(format!("encrypt: {}", short(&e))), false),
         Ok(e) => match decrypt_v2(c, &e.ciphertext, &e.key_id) {
-            Err(err) => (Some(format!("decrypt: {err:?}")), false),
+            Err(err) => (Some(format!("decrypt: {}", short(&err))), false),
             Ok(got) if got == pt => (None, false),
             Ok(got) => (
                 Some(format!(
@@ -165,12 +173,15 @@ impl Figures<'_> {
     pub fn max_latency(&self) -> Duration {
         self.0.iter().map(|o| o.end - o.start).max().unwrap_or_default()
     }
-    /// Distinct error messages (first 5), for the test's output.
-    pub fn error_samples(&self) -> Vec<String> {
-        let mut v: Vec<String> = Vec::new();
+    /// Distinct error messages with their counts (at most 8), for the
+    /// test's output.
+    pub fn error_samples(&self) -> Vec<(usize, String)> {
+        let mut v: Vec<(usize, String)> = Vec::new();
         for e in self.0.iter().filter_map(|o| o.error.as_ref()) {
-            if !v.contains(e) && v.len() < 5 {
-                v.push(e.clone());
+            if let Some((n, _)) = v.iter_mut().find(|(_, m)| m == e) {
+                *n += 1;
+            } else if v.len() < 8 {
+                v.push((1, e.clone()));
             }
         }
         v
