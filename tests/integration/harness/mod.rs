@@ -6,12 +6,18 @@
 #![allow(dead_code)]
 
 mod bao;
+mod jwt;
+mod pki;
 mod plugin;
 mod proxy;
+mod tokenreview;
 
-pub use bao::Bao;
+pub use bao::{Bao, PLUGIN_POLICY};
+pub use jwt::{now, JwtSigner};
+pub use pki::{Pki, CLIENT_CN};
 pub use plugin::{plugin_bin, Plugin};
 pub use proxy::{FaultProxy, ProxyMode};
+pub use tokenreview::{service_account_claims, TokenReviewServer};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
