@@ -60,6 +60,25 @@ impl Pki {
         sign(&pki.client_cert, &pki.client_key, CLIENT_CN, &client_ext);
         pki
     }
+
+    /// A client that trusts only this CA and, if asked, presents the client
+    /// cert: the harness's own check of what the plugin must do.
+    pub fn agent(&self, with_client_cert: bool) -> ureq::Agent {
+        use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+        let ca = Certificate::from_pem(&std::fs::read(&self.ca).unwrap()).unwrap();
+        let mut tls = TlsConfig::builder().root_certs(RootCerts::new_with_certs(&[ca]));
+        if with_client_cert {
+            let cert = Certificate::from_pem(&std::fs::read(&self.client_cert).unwrap()).unwrap();
+            let key = PrivateKey::from_pem(&std::fs::read(&self.client_key).unwrap()).unwrap();
+            tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
+        }
+        ureq::Agent::config_builder()
+            .tls_config(tls.build())
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .into()
+    }
 }
 
 /// Runs openssl; panics with its stderr on failure.
@@ -143,25 +162,4 @@ fn signed_leaf(dir: &Path, ca: &Path, ca_key: &Path, cert: &Path, key: &Path, cn
         "-out",
         &path(cert),
     ]));
-}
-
-impl Pki {
-    /// A client that trusts only this CA and, if asked, presents the client
-    /// cert: the harness's own check of what the plugin must do.
-    pub fn agent(&self, with_client_cert: bool) -> ureq::Agent {
-        use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
-        let ca = Certificate::from_pem(&std::fs::read(&self.ca).unwrap()).unwrap();
-        let mut tls = TlsConfig::builder().root_certs(RootCerts::new_with_certs(&[ca]));
-        if with_client_cert {
-            let cert = Certificate::from_pem(&std::fs::read(&self.client_cert).unwrap()).unwrap();
-            let key = PrivateKey::from_pem(&std::fs::read(&self.client_key).unwrap()).unwrap();
-            tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
-        }
-        ureq::Agent::config_builder()
-            .tls_config(tls.build())
-            .http_status_as_error(false)
-            .timeout_global(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .into()
-    }
 }
