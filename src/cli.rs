@@ -34,16 +34,46 @@ environment. Precedence: flag, then environment, then file, then default.
 OPTIONS:
     --socket PATH            Unix socket to serve on; `unix://` prefix accepted
                              [default: /var/run/kmsplugin/kms.sock]
-    --vault-addr URL         Vault/OpenBao address, e.g. https://vault:8200  [env: VAULT_ADDR]
+    --vault-addr URL[,URL]   Vault/OpenBao address, e.g. https://vault:8200; repeat it or
+                             separate with commas to list every node of a cluster: the
+                             node that answers is preferred, and a down, sealed or
+                             failing node is skipped within the same request
+                             [env: VAULT_ADDR]
     --transit-mount NAME     transit secrets engine mount  [default: transit]
     --transit-key NAME       transit key that encrypts DEKs (required)
-    --vault-token-file PATH  file holding the Vault token; else VAULT_TOKEN is used
+    --decrypt-key NAME       an older transit key (same mount) whose ciphertexts must
+                             keep decrypting after --transit-key changed; repeatable
+
+  Authentication (the session is checked at start, renewed before it expires,
+  and renewed by a new login when renewal is refused or the max TTL is near):
+    --auth-method METHOD     token, approle, cert, jwt or kubernetes  [default: token]
+    --auth-mount PATH        where the auth method is mounted  [default: the method's name]
+    --auth-role NAME         role to log in as (jwt and kubernetes: required; cert: optional)
+    --vault-token-file PATH  token method: file holding the token, re-read when it
+                             changes (Vault Agent sink); else VAULT_TOKEN is used
+    --approle-role-id-file PATH    approle: file holding the role_id
+    --approle-secret-id-file PATH  approle: file holding the secret_id (re-read at each login)
+    --jwt-file PATH          jwt: file holding the JWT; kubernetes: the service-account
+                             token [default for kubernetes:
+                             /var/run/secrets/kubernetes.io/serviceaccount/token]
+
+  TLS and namespaces:
     --vault-namespace NS     Vault Enterprise namespace  [env: VAULT_NAMESPACE]
     --vault-cacert PATH      PEM CA bundle that signed Vault's certificate  [env: VAULT_CACERT]
+    --vault-client-cert PATH PEM client certificate presented to Vault (cert auth or a
+                             listener that requires one)  [env: VAULT_CLIENT_CERT]
+    --vault-client-key PATH  its PEM private key  [env: VAULT_CLIENT_KEY]
+    --vault-tls-server-name NAME
+                             verify Vault's certificate for NAME instead of the
+                             address's host  [env: VAULT_TLS_SERVER_NAME]
     --vault-skip-verify      do not verify Vault's TLS certificate (dangerous; logged
                              loudly)  [env: VAULT_SKIP_VERIFY]
-    --vault-timeout DUR      budget for one Vault call, e.g. 2s or 500ms; keep it below
-                             the EncryptionConfiguration timeout (3s default)  [default: 2s]
+
+  Limits:
+    --vault-timeout DUR      budget for one request's Vault work (all nodes tried and a
+                             retry after a fresh login included), e.g. 2s or 500ms; keep it
+                             below the EncryptionConfiguration timeout (3s default)
+                             [default: 2s]
     --max-in-flight N        requests handled at once; more get RESOURCE_EXHAUSTED
                              [default: 256]
     --shutdown-timeout DUR   time in-flight requests get to finish after SIGTERM
@@ -51,12 +81,14 @@ OPTIONS:
     --config FILE            JSON file with any of the keys above
 
 ENVIRONMENT:
-    VAULT_TOKEN              Vault token (when --vault-token-file is not given)
+    VAULT_TOKEN              token method: the token (when --vault-token-file is not given)
     RUST_LOG                 log level: error, warn, info (default), debug;
                              trousseau=debug adds a line per request without
                              the HTTP and TLS libraries' debug output
 
-The Vault token needs only \"update\" on <mount>/encrypt/<key> and <mount>/decrypt/<key>.
+The Vault token needs only \"update\" on <mount>/encrypt/<key> and <mount>/decrypt/<key>
+(and on <mount>/decrypt/<old> for each --decrypt-key), plus Vault's default policy
+(auth/token/lookup-self and renew-self).
 Tokens, DEKs and plaintexts never appear in logs or error messages.
 
 EXAMPLE:
@@ -179,7 +211,7 @@ fn wants_help(args: &[String]) -> bool {
 /// `--key value` and `--key=value` pairs; `bool_keys` may stand alone
 /// (meaning true). A key given twice is an error, not a silent override.
 fn parse_flags(args: &[String], bool_keys: &[&str]) -> Result<BTreeMap<String, String>, Failure> {
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let Some(flag) = a.strip_prefix("--") else {
@@ -198,8 +230,15 @@ fn parse_flags(args: &[String], bool_keys: &[&str]) -> Result<BTreeMap<String, S
         if key.is_empty() {
             return Err(Failure::Usage(format!("malformed option {a:?}")));
         }
-        if out.insert(key.clone(), value).is_some() {
-            return Err(Failure::Usage(format!("--{key} given more than once")));
+        match out.get_mut(&key) {
+            Some(prev) if config::MULTI_KEYS.contains(&key.as_str()) => {
+                prev.push(',');
+                prev.push_str(&value);
+            }
+            Some(_) => return Err(Failure::Usage(format!("--{key} given more than once"))),
+            None => {
+                out.insert(key, value);
+            }
         }
     }
     Ok(out)
@@ -235,6 +274,14 @@ mod tests {
         assert!(msg(parse_flags(&s(&["--socket"]), &[])).contains("needs a value"));
         assert!(msg(parse_flags(&s(&["stray"]), &[])).contains("unexpected argument"));
         assert!(msg(parse_flags(&s(&["--a", "1", "--a", "2"]), &[])).contains("more than once"));
+        let f = parse_flags(&s(&["--vault-addr", "http://a:1", "--vault-addr=http://b:1"]), &[])
+            .ok()
+            .unwrap();
+        assert_eq!(
+            f.get("vault-addr").unwrap(),
+            "http://a:1,http://b:1",
+            "repeatable keys accumulate"
+        );
         assert!(msg(parse_flags(&s(&["--=x"]), &[])).contains("malformed"));
     }
 

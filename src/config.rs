@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::{AuthConfig, TokenSource, DEFAULT_K8S_TOKEN_FILE, METHODS};
 use crate::secret::Secret;
 
 /// Default socket, where kubeadm guides and most plugins put it.
@@ -31,29 +32,39 @@ const MAX_MAX_IN_FLIGHT: usize = 4096;
 const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(300);
 /// A config file is a few hundred bytes; refuse anything absurd.
 const MAX_CONFIG_FILE: u64 = 1024 * 1024;
-/// A Vault token is about 100 bytes; a service token with a namespace a bit more.
-const MAX_TOKEN_FILE: u64 = 64 * 1024;
+/// Vault clusters have 3 or 5 nodes; 16 addresses cover any sane list while
+/// bounding how many nodes one request may try.
+pub const MAX_VAULT_ADDRS: usize = 16;
+/// Old transit keys kept for decryption during a key migration.
+pub const MAX_DECRYPT_KEYS: usize = 16;
 
 /// The resolved configuration of `trousseau serve`.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Unix socket path. Defaults to [`DEFAULT_SOCKET`].
     pub socket: PathBuf,
-    /// Vault address, e.g. `https://vault.example:8200`. Required.
-    pub vault_addr: String,
+    /// Vault addresses, e.g. `https://vault.example:8200`, tried in order
+    /// of preference. At least one is required.
+    pub vault_addrs: Vec<String>,
     /// Transit mount path. Defaults to `transit`.
     pub transit_mount: String,
-    /// Transit key name. Required.
+    /// Transit key name: encrypts every new DEK. Required.
     pub transit_key: String,
-    /// Token sent to Vault, from `VAULT_TOKEN` or `--vault-token-file`.
-    pub vault_token: Secret,
-    /// Where the token came from, for the start-up log line.
-    pub token_source: String,
+    /// Older transit keys (same mount) that still decrypt. Defaults to none.
+    pub decrypt_keys: Vec<String>,
+    /// How the plugin authenticates. Defaults to a token.
+    pub auth: AuthConfig,
     /// `X-Vault-Namespace` header. Defaults to none.
     pub vault_namespace: Option<String>,
     /// PEM file of CA certificates to trust for Vault. Defaults to the
     /// bundled web PKI roots.
     pub vault_cacert: Option<PathBuf>,
+    /// PEM client certificate and key presented to Vault. Defaults to none.
+    pub vault_client_cert: Option<PathBuf>,
+    pub vault_client_key: Option<PathBuf>,
+    /// Name to verify Vault's certificate against instead of the address's
+    /// host. Defaults to the host.
+    pub vault_tls_server_name: Option<String>,
     /// Turn off TLS verification (logged loudly). Defaults to false.
     pub vault_skip_verify: bool,
     /// Budget for one Vault call. Defaults to [`DEFAULT_VAULT_TIMEOUT`].
@@ -87,14 +98,28 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
     ("vault-addr", Some("VAULT_ADDR")),
     ("transit-mount", None),
     ("transit-key", None),
+    ("decrypt-key", None),
+    ("auth-method", None),
+    ("auth-mount", None),
+    ("auth-role", None),
     ("vault-token-file", None),
+    ("approle-role-id-file", None),
+    ("approle-secret-id-file", None),
+    ("jwt-file", None),
     ("vault-namespace", Some("VAULT_NAMESPACE")),
     ("vault-cacert", Some("VAULT_CACERT")),
+    ("vault-client-cert", Some("VAULT_CLIENT_CERT")),
+    ("vault-client-key", Some("VAULT_CLIENT_KEY")),
+    ("vault-tls-server-name", Some("VAULT_TLS_SERVER_NAME")),
     ("vault-skip-verify", Some("VAULT_SKIP_VERIFY")),
     ("vault-timeout", None),
     ("max-in-flight", None),
     ("shutdown-timeout", None),
 ];
+
+/// Keys that may be given more than once (or comma-separated, or as a JSON
+/// array); their values are joined with commas.
+pub const MULTI_KEYS: &[&str] = &["vault-addr", "decrypt-key"];
 
 /// Where a value came from, named the way an operator would fix it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,25 +186,42 @@ impl Config {
         };
 
         let socket = parsed(lookup("socket"), parse_socket)?.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
-        let Some(vault_addr) = parsed(lookup("vault-addr"), parse_addr)? else {
+        let vault_addrs = parsed(lookup("vault-addr"), parse_addrs)?.unwrap_or_default();
+        if vault_addrs.is_empty() {
             return err("no Vault address: set --vault-addr or VAULT_ADDR (e.g. https://vault.example:8200)");
-        };
+        }
         let transit_mount =
             parsed(lookup("transit-mount"), parse_mount)?.unwrap_or_else(|| DEFAULT_TRANSIT_MOUNT.to_owned());
         let Some(transit_key) = parsed(lookup("transit-key"), parse_key_name)? else {
             return err("no transit key: set --transit-key to the name of the transit key that protects DEKs");
         };
+        let decrypt_keys = parsed(lookup("decrypt-key"), |raw| {
+            let mut keys: Vec<String> = Vec::new();
+            for k in split_list(raw) {
+                let k = parse_key_name(k)?;
+                if k == transit_key {
+                    return Err(format!("\"{k}\" is the --transit-key itself; list only older keys"));
+                }
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+            if keys.len() > MAX_DECRYPT_KEYS {
+                return Err(format!("at most {MAX_DECRYPT_KEYS} keys"));
+            }
+            Ok(keys)
+        })?
+        .unwrap_or_default();
         let vault_namespace = lookup("vault-namespace")
             .map(|v| v.raw.trim_matches('/').to_owned())
             .filter(|s| !s.is_empty());
-        let vault_cacert = parsed(lookup("vault-cacert"), |raw| {
-            let p = PathBuf::from(raw);
-            if p.is_file() {
-                Ok(p)
-            } else {
-                Err(format!("CA file {} does not exist or is not a file", p.display()))
-            }
-        })?;
+        let vault_cacert = parsed(lookup("vault-cacert"), |raw| parse_file(raw, "CA file"))?;
+        let vault_client_cert = parsed(lookup("vault-client-cert"), |raw| parse_file(raw, "client certificate"))?;
+        let vault_client_key = parsed(lookup("vault-client-key"), |raw| parse_file(raw, "client key"))?;
+        if vault_client_cert.is_some() != vault_client_key.is_some() {
+            return err("--vault-client-cert and --vault-client-key (VAULT_CLIENT_CERT, VAULT_CLIENT_KEY) go together: set both or neither");
+        }
+        let vault_tls_server_name = parsed(lookup("vault-tls-server-name"), parse_server_name)?;
         let vault_skip_verify = parsed(lookup("vault-skip-verify"), parse_bool)?.unwrap_or(false);
         let vault_timeout = parsed(lookup("vault-timeout"), |raw| {
             let d = parse_duration(raw)?;
@@ -210,30 +252,20 @@ impl Config {
         })?
         .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
 
-        // Token: --vault-token-file, then VAULT_TOKEN, then the file's key.
-        let token_file = src.flags.get("vault-token-file").cloned();
-        let (vault_token, token_source) = if let Some(path) = token_file {
-            (read_token_file(&path, "--vault-token-file")?, format!("file {path}"))
-        } else if let Some(t) = (src.env)("VAULT_TOKEN").filter(|t| !t.trim().is_empty()) {
-            (Secret::new(t.trim().to_owned()), "VAULT_TOKEN".to_owned())
-        } else if let Some(path) = file_values.get("vault-token-file") {
-            (
-                read_token_file(path, "config file key \"vault-token-file\"")?,
-                format!("file {path}"),
-            )
-        } else {
-            return err("no Vault token: set VAULT_TOKEN or --vault-token-file PATH");
-        };
+        let auth = resolve_auth(src, &lookup, &file_values, vault_client_cert.is_some())?;
 
         Ok(Config {
             socket,
-            vault_addr,
+            vault_addrs,
             transit_mount,
             transit_key,
-            vault_token,
-            token_source,
+            decrypt_keys,
+            auth,
             vault_namespace,
             vault_cacert,
+            vault_client_cert,
+            vault_client_key,
+            vault_tls_server_name,
             vault_skip_verify,
             vault_timeout,
             max_in_flight,
@@ -241,17 +273,25 @@ impl Config {
         })
     }
 
-    /// The configuration as one log line, with the token left out.
+    /// The configuration as one log line, with every credential left out.
     pub fn summary(&self) -> String {
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "-".into())
+        };
         format!(
-            "socket={} vault_addr={} transit={}/{} token=<redacted from {}> namespace={} cacert={} skip_verify={} vault_timeout={:?} max_in_flight={} shutdown_timeout={:?}",
+            "socket={} vault_addrs={} transit={}/{} decrypt_keys={} auth=[{}] namespace={} cacert={} client_cert={} tls_server_name={} skip_verify={} vault_timeout={:?} max_in_flight={} shutdown_timeout={:?}",
             self.socket.display(),
-            self.vault_addr,
+            self.vault_addrs.join(","),
             self.transit_mount,
             self.transit_key,
-            self.token_source,
+            if self.decrypt_keys.is_empty() { "-".to_owned() } else { self.decrypt_keys.join(",") },
+            self.auth.describe(),
             self.vault_namespace.as_deref().unwrap_or("-"),
-            self.vault_cacert.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into()),
+            path(&self.vault_cacert),
+            path(&self.vault_client_cert),
+            self.vault_tls_server_name.as_deref().unwrap_or("-"),
             self.vault_skip_verify,
             self.vault_timeout,
             self.max_in_flight,
@@ -281,6 +321,11 @@ pub fn parse_config_json(text: &str) -> Result<BTreeMap<String, String>, String>
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::Bool(b) => b.to_string(),
+            serde_json::Value::Array(items) if MULTI_KEYS.contains(&k.as_str()) => {
+                let strs: Option<Vec<&str>> = items.iter().map(|i| i.as_str()).collect();
+                strs.ok_or_else(|| format!("key \"{k}\" must be a list of strings"))?
+                    .join(",")
+            }
             _ => return Err(format!("key \"{k}\" must be a string, number or boolean")),
         };
         out.insert(k.clone(), s);
@@ -301,18 +346,147 @@ fn read_small_file(path: &str, max: u64) -> Result<String, String> {
     Ok(s)
 }
 
-fn read_token_file(path: &str, what: &str) -> Result<Secret, ConfigError> {
-    let s = read_small_file(path, MAX_TOKEN_FILE).map_err(|m| ConfigError(format!("{what} {path}: {m}")))?;
-    let t = s.trim();
-    if t.is_empty() {
-        return err(format!("{what} {path}: the file is empty; it must hold a Vault token"));
+/// The auth method and its inputs. Options that belong to another method
+/// are refused rather than ignored, so a typo'd method cannot go unnoticed.
+fn resolve_auth(
+    src: &Sources<'_>,
+    lookup: &dyn Fn(&'static str) -> Option<Value>,
+    file_values: &BTreeMap<String, String>,
+    has_client_cert: bool,
+) -> Result<AuthConfig, ConfigError> {
+    let method = parsed(lookup("auth-method"), |raw| {
+        let m = raw.trim().to_ascii_lowercase();
+        METHODS
+            .iter()
+            .find(|x| **x == m)
+            .copied()
+            .ok_or_else(|| format!("\"{raw}\" is not an auth method; use one of {}", METHODS.join(", ")))
+    })?
+    .unwrap_or("token");
+    let owners: &[(&'static str, &[&str])] = &[
+        ("auth-mount", &["approle", "cert", "jwt", "kubernetes"]),
+        ("auth-role", &["cert", "jwt", "kubernetes"]),
+        ("vault-token-file", &["token"]),
+        ("approle-role-id-file", &["approle"]),
+        ("approle-secret-id-file", &["approle"]),
+        ("jwt-file", &["jwt", "kubernetes"]),
+    ];
+    for (key, methods) in owners {
+        if let Some(v) = lookup(key) {
+            if !methods.contains(&method) {
+                return err(format!(
+                    "{} is not used by --auth-method {method} (it belongs to {})",
+                    v.describe(),
+                    methods.join(", ")
+                ));
+            }
+        }
     }
-    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return err(format!(
-            "{what} {path}: must hold a single token (whitespace found inside)"
-        ));
+    let mount = parsed(lookup("auth-mount"), parse_mount)?.unwrap_or_else(|| method.to_owned());
+    let role = parsed(lookup("auth-role"), parse_key_name)?;
+    let file = |key: &'static str, what: &str| parsed(lookup(key), |raw| parse_file(raw, what));
+    let need_role = |role: Option<String>| {
+        role.ok_or_else(|| {
+            ConfigError(format!(
+                "--auth-method {method} needs --auth-role (the Vault role to log in as)"
+            ))
+        })
+    };
+    Ok(match method {
+        "approle" => {
+            let (Some(role_id_file), Some(secret_id_file)) = (
+                file("approle-role-id-file", "role_id file")?,
+                file("approle-secret-id-file", "secret_id file")?,
+            ) else {
+                return err("--auth-method approle needs --approle-role-id-file and --approle-secret-id-file");
+            };
+            AuthConfig::AppRole {
+                mount,
+                role_id_file,
+                secret_id_file,
+            }
+        }
+        "cert" => {
+            if !has_client_cert {
+                return err("--auth-method cert needs --vault-client-cert and --vault-client-key (or VAULT_CLIENT_CERT and VAULT_CLIENT_KEY)");
+            }
+            AuthConfig::Cert { mount, role }
+        }
+        "jwt" => {
+            let role = need_role(role)?;
+            let Some(jwt_file) = file("jwt-file", "JWT file")? else {
+                return err("--auth-method jwt needs --jwt-file (the file holding the JWT)");
+            };
+            AuthConfig::Jwt { mount, role, jwt_file }
+        }
+        "kubernetes" => {
+            let role = need_role(role)?;
+            let jwt_file = file("jwt-file", "JWT file")?.unwrap_or_else(|| PathBuf::from(DEFAULT_K8S_TOKEN_FILE));
+            AuthConfig::Kubernetes { mount, role, jwt_file }
+        }
+        _ => {
+            // Token: --vault-token-file, then VAULT_TOKEN, then the file's key.
+            let check = |path: &str, what: &str| -> Result<AuthConfig, ConfigError> {
+                let p = PathBuf::from(path);
+                crate::auth::read_credential(&p, what).map_err(ConfigError)?;
+                Ok(AuthConfig::Token(TokenSource::File(p)))
+            };
+            if let Some(path) = src.flags.get("vault-token-file") {
+                check(path, "--vault-token-file")?
+            } else if let Some(t) = (src.env)("VAULT_TOKEN").filter(|t| !t.trim().is_empty()) {
+                AuthConfig::Token(TokenSource::Env(Secret::new(t.trim().to_owned())))
+            } else if let Some(path) = file_values.get("vault-token-file") {
+                check(path, "config file key \"vault-token-file\"")?
+            } else {
+                return err(
+                    "no Vault token: set VAULT_TOKEN or --vault-token-file PATH, or choose another --auth-method",
+                );
+            }
+        }
+    })
+}
+
+fn parse_file(raw: &str, what: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(raw.trim());
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!("{what} {} does not exist or is not a file", p.display()))
     }
-    Ok(Secret::new(t.to_owned()))
+}
+
+/// Items of a comma-separated list, trimmed, empty ones dropped.
+fn split_list(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// One or more addresses, comma-separated; duplicates dropped, order kept.
+pub fn parse_addrs(raw: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in split_list(raw) {
+        let a = parse_addr(a)?;
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    if out.len() > MAX_VAULT_ADDRS {
+        return Err(format!("{} addresses; at most {MAX_VAULT_ADDRS}", out.len()));
+    }
+    Ok(out)
+}
+
+/// A DNS name for TLS verification: letters, digits, `-` and `.`.
+pub fn parse_server_name(raw: &str) -> Result<String, String> {
+    let n = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let ok = !n.is_empty()
+        && n.len() <= 253
+        && n.split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if ok {
+        Ok(n)
+    } else {
+        Err(format!("\"{raw}\" is not a DNS name"))
+    }
 }
 
 /// `unix:///run/x.sock`, `unix:/run/x.sock` or a plain path.

@@ -3,13 +3,15 @@
 //! failure to one gRPC status in one place ([`KmsError::to_rpc_status`]).
 
 use std::fmt;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use grpcio::{RpcStatus, RpcStatusCode};
 
 use crate::envelope::{EnvelopeError, KeyName, KeyVersion, VaultCiphertext};
 use crate::limits::{FAILING_PROBE_TTL, HEALTHY_PROBE_TTL, MAX_PLAINTEXT, PROBE_PLAINTEXT};
+use crate::secret::Secret;
+use crate::session::Session;
 use crate::vault::{VaultClient, VaultError, VaultErrorClass};
 
 /// A failed KMS operation, named by who is at fault.
@@ -60,13 +62,7 @@ impl KmsError {
         match self {
             KmsError::Invalid(_) => "invalid",
             KmsError::ForeignKey(_) => "foreign_key",
-            KmsError::Vault(e) => match e.class() {
-                VaultErrorClass::Unavailable => "vault_unavailable",
-                VaultErrorClass::Denied => "vault_denied",
-                VaultErrorClass::NotFound => "vault_not_found",
-                VaultErrorClass::Rejected => "vault_rejected",
-                VaultErrorClass::Internal => "vault_internal",
-            },
+            KmsError::Vault(e) => e.class_name(),
             KmsError::Overloaded(_) => "overloaded",
             KmsError::DeadlineExceeded => "deadline",
             KmsError::Internal(_) => "internal",
@@ -125,7 +121,11 @@ pub struct StatusReport {
 /// The KMS core. One per process, shared by reference across threads.
 pub struct Kms {
     vault: VaultClient,
+    session: Arc<Session>,
+    /// Encrypts every new DEK.
     key: KeyName,
+    /// Older keys that still decrypt (`--decrypt-key`).
+    decrypt_keys: Vec<KeyName>,
     timeout: Duration,
     probe: Mutex<ProbeState>,
     probe_done: Condvar,
@@ -138,10 +138,18 @@ fn lock(m: &Mutex<ProbeState>) -> MutexGuard<'_, ProbeState> {
 }
 
 impl Kms {
-    pub fn new(vault: VaultClient, key: KeyName, timeout: Duration) -> Kms {
+    pub fn new(
+        vault: VaultClient,
+        session: Arc<Session>,
+        key: KeyName,
+        decrypt_keys: Vec<KeyName>,
+        timeout: Duration,
+    ) -> Kms {
         Kms {
             vault,
+            session,
             key,
+            decrypt_keys,
             timeout,
             probe: Mutex::new(ProbeState {
                 health: Health::Unknown,
@@ -151,12 +159,29 @@ impl Kms {
         }
     }
 
-    pub fn key(&self) -> &KeyName {
-        &self.key
-    }
-
     fn deadline(&self) -> Instant {
         Instant::now() + self.timeout
+    }
+
+    /// Runs a Vault call with the session's token. If Vault refuses the
+    /// token, the session gets a fresh one (one login shared by concurrent
+    /// callers) and the call is retried once with it.
+    fn with_token<T>(
+        &self,
+        deadline: Instant,
+        call: impl Fn(&Secret) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
+        let ticket = self.session.ticket();
+        match call(&ticket.token) {
+            Err(e) if e.class() == VaultErrorClass::Denied => match self.session.refresh(ticket.gen, deadline) {
+                Some(fresh) => {
+                    log::debug!("vault refused the token ({e}); retrying once with a fresh one");
+                    call(&fresh.token)
+                }
+                None => Err(e),
+            },
+            r => r,
+        }
     }
 
     /// Encrypts a DEK with the transit key's latest version. `max_len` is
@@ -173,7 +198,8 @@ impl Kms {
                 plaintext.len()
             )));
         }
-        let ct = self.vault.encrypt(&self.key, plaintext, self.deadline())?;
+        let deadline = self.deadline();
+        let ct = self.with_token(deadline, |t| self.vault.encrypt(t, &self.key, plaintext, deadline))?;
         let kv = KeyVersion {
             name: self.key.clone(),
             version: ct.version(),
@@ -182,16 +208,42 @@ impl Kms {
         Ok((ct, kv))
     }
 
-    /// Decrypts a ciphertext that names `key`. Only keys this plugin serves
-    /// are sent to Vault; anything else is a foreign key error.
+    /// Decrypts a ciphertext that names `key`. Only the primary key and the
+    /// `--decrypt-key` keys are sent to Vault; anything else is a foreign
+    /// key error. The plaintext returned is exactly what one transit
+    /// decrypt returned.
     pub fn decrypt(&self, key: &KeyName, ct: &VaultCiphertext) -> Result<Vec<u8>, KmsError> {
-        if *key != self.key {
+        if *key != self.key && !self.decrypt_keys.contains(key) {
+            let hint = if key.mount == self.key.mount {
+                format!(" (if it is an older key, add --decrypt-key {})", key.key)
+            } else {
+                String::new()
+            };
             return Err(KmsError::ForeignKey(format!(
-                "the ciphertext belongs to transit key {key}, but this plugin serves {}",
+                "the ciphertext belongs to transit key {key}, but this plugin serves {}{hint}",
                 self.key
             )));
         }
-        Ok(self.vault.decrypt(key, ct, self.deadline())?)
+        let deadline = self.deadline();
+        Ok(self.with_token(deadline, |t| self.vault.decrypt(t, key, ct, deadline))?)
+    }
+
+    /// Decrypts a ciphertext that does not name its key (a bare `vault:vN:`
+    /// v1 cipher, as older plugins stored): with the primary key, then with
+    /// each `--decrypt-key` while Vault says the key does not fit. Transit
+    /// encryption is authenticated, so a wrong key fails; it never yields
+    /// another plaintext. All tries share one deadline.
+    pub fn decrypt_unnamed(&self, ct: &VaultCiphertext) -> Result<Vec<u8>, KmsError> {
+        let deadline = self.deadline();
+        let mut result = Err(VaultError::Credentials("no key configured".into()));
+        for key in std::iter::once(&self.key).chain(&self.decrypt_keys) {
+            result = self.with_token(deadline, |t| self.vault.decrypt(t, key, ct, deadline));
+            match &result {
+                Err(e) if e.class() == VaultErrorClass::Rejected => continue,
+                _ => break,
+            }
+        }
+        Ok(result?)
     }
 
     /// Health and current key id, from a probe at most
@@ -264,12 +316,12 @@ impl Kms {
     fn probe_once(&self) -> Result<u64, String> {
         let deadline = self.deadline();
         let ct = self
-            .vault
-            .encrypt(&self.key, PROBE_PLAINTEXT, deadline)
+            .with_token(deadline, |t| {
+                self.vault.encrypt(t, &self.key, PROBE_PLAINTEXT, deadline)
+            })
             .map_err(|e| e.to_string())?;
         let pt = self
-            .vault
-            .decrypt(&self.key, &ct, deadline)
+            .with_token(deadline, |t| self.vault.decrypt(t, &self.key, &ct, deadline))
             .map_err(|e| e.to_string())?;
         if pt != PROBE_PLAINTEXT {
             return Err("vault transit round trip returned different bytes".into());

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::envelope::KeyName;
 use crate::kms::{Kms, KmsError};
 use crate::limits::{MAX_GRPC_MESSAGE, WORKER_STACK};
+use crate::session::Session;
 use crate::vault::VaultClient;
 use crate::{proto, socket};
 
@@ -191,22 +192,34 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     if cfg.vault_skip_verify {
         log::warn!("TLS VERIFICATION OF VAULT IS DISABLED (VAULT_SKIP_VERIFY / --vault-skip-verify): anyone on the path can read DEKs and the token. Use --vault-cacert instead.");
     }
-    if cfg.vault_addr.starts_with("http://") && !is_loopback_url(&cfg.vault_addr) {
-        log::warn!(
-            "vault address {} is plain HTTP: the token and DEKs cross the network unencrypted",
-            cfg.vault_addr
-        );
+    for addr in &cfg.vault_addrs {
+        if addr.starts_with("http://") && !is_loopback_url(addr) {
+            log::warn!("vault address {addr} is plain HTTP: the token and DEKs cross the network unencrypted");
+        }
     }
     if cfg.vault_timeout >= crate::limits::APISERVER_DEFAULT_DEADLINE {
         log::warn!("--vault-timeout {:?} is not below the apiserver's default KMS timeout (3s); raise the EncryptionConfiguration timeout to match", cfg.vault_timeout);
     }
 
     let vault = VaultClient::new(&cfg).map_err(|e| ServeError(format!("vault client: {e}")))?;
-    let key = KeyName {
+    // Before the socket exists: bad credentials, an unreachable Vault or a
+    // wrong CA stop the plugin here with a message saying which.
+    let session = Session::start(cfg.auth.clone(), vault.clone(), cfg.vault_timeout).map_err(ServeError)?;
+    session
+        .spawn_keeper()
+        .map_err(|e| ServeError(format!("cannot start the session keeper thread: {e}")))?;
+    let key_name = |key: &String| KeyName {
         mount: cfg.transit_mount.clone(),
-        key: cfg.transit_key.clone(),
+        key: key.clone(),
     };
-    let shared = Shared::new(Kms::new(vault, key, cfg.vault_timeout), cfg.max_in_flight);
+    let kms = Kms::new(
+        vault,
+        session,
+        key_name(&cfg.transit_key),
+        cfg.decrypt_keys.iter().map(key_name).collect(),
+        cfg.vault_timeout,
+    );
+    let shared = Shared::new(kms, cfg.max_in_flight);
 
     socket::prepare(&cfg.socket).map_err(|e| ServeError(e.to_string()))?;
     let env = Arc::new(EnvBuilder::new().cq_count(GRPC_CQ_COUNT).name_prefix("grpc-cq").build());

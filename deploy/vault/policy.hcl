@@ -1,6 +1,10 @@
 # Least privilege for trousseau serve with --transit-mount transit and
 # --transit-key kube: encrypt and decrypt only. No "create" (a mistyped key
 # name then fails instead of silently creating a new key), no read, no delete.
+# Attach it together with Vault's "default" policy (the default unless a role
+# sets token_no_default_policy), which lets the plugin look up and renew its
+# own token. During a key migration (--decrypt-key old), also grant "update"
+# on transit/decrypt/old.
 path "transit/encrypt/kube" {
   capabilities = ["update"]
 }

@@ -1,6 +1,7 @@
 //! Unit tests for config resolution: precedence, validation messages.
 
 use super::*;
+use crate::auth::{AuthConfig, TokenSource};
 use std::collections::HashMap;
 
 fn flags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -39,7 +40,12 @@ fn defaults() {
     assert_eq!(c.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
     assert_eq!(c.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
     assert!(!c.vault_skip_verify);
-    assert_eq!(c.vault_token.expose(), "s.topsecret");
+    assert_eq!(
+        c.auth,
+        AuthConfig::Token(TokenSource::Env(Secret::new("s.topsecret".into())))
+    );
+    assert_eq!(c.vault_addrs, vec!["http://127.0.0.1:8200".to_owned()]);
+    assert!(c.decrypt_keys.is_empty() && c.vault_tls_server_name.is_none() && c.vault_client_cert.is_none());
 }
 
 #[test]
@@ -50,7 +56,7 @@ fn precedence_flag_env_file_default() {
     );
     let env = [("VAULT_ADDR", "http://env:1"), ("VAULT_TOKEN", "t")];
     let c = resolve(&[("config", &file)], &env).unwrap();
-    assert_eq!(c.vault_addr, "http://env:1", "env beats file");
+    assert_eq!(c.vault_addrs, ["http://env:1"], "env beats file");
     assert_eq!(c.transit_key, "fromfile");
     assert_eq!(c.transit_mount, "m/file");
     assert_eq!(c.vault_timeout, Duration::from_secs(1));
@@ -63,7 +69,7 @@ fn precedence_flag_env_file_default() {
         &env,
     )
     .unwrap();
-    assert_eq!(c.vault_addr, "http://flag:1", "flag beats env");
+    assert_eq!(c.vault_addrs, ["http://flag:1"], "flag beats env");
     assert_eq!(c.transit_key, "flagkey", "flag beats file");
 }
 
@@ -75,7 +81,11 @@ fn token_sources() {
         &[("VAULT_ADDR", "http://a:1"), ("VAULT_TOKEN", "s.env")],
     )
     .unwrap();
-    assert_eq!(c.vault_token.expose(), "s.fromfile", "flag beats VAULT_TOKEN");
+    assert_eq!(
+        c.auth,
+        AuthConfig::Token(TokenSource::File(PathBuf::from(&tf))),
+        "flag beats VAULT_TOKEN"
+    );
     let e = resolve(&[("transit-key", "k")], &[("VAULT_ADDR", "http://a:1")]).unwrap_err();
     assert!(e.0.contains("VAULT_TOKEN"), "{e}");
     let empty = tmpfile("emptytoken", "\n");
@@ -91,6 +101,121 @@ fn token_sources() {
     )
     .unwrap_err();
     assert!(e.0.contains("/nonexistent/tok"), "{e}");
+}
+
+#[test]
+fn auth_methods() {
+    let env = [("VAULT_ADDR", "http://a:1"), ("VAULT_TOKEN", "ambient")];
+    let rid = tmpfile("rid", "r");
+    let sid = tmpfile("sid", "s");
+    let c = resolve(
+        &[
+            ("transit-key", "k"),
+            ("auth-method", "approle"),
+            ("approle-role-id-file", &rid),
+            ("approle-secret-id-file", &sid),
+        ],
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        c.auth,
+        AuthConfig::AppRole {
+            mount: "approle".into(),
+            role_id_file: rid.clone().into(),
+            secret_id_file: sid.into(),
+        },
+        "VAULT_TOKEN in the environment does not override the chosen method"
+    );
+    let jwt = tmpfile("jwt", "a.b.c");
+    let c = resolve(
+        &[
+            ("transit-key", "k"),
+            ("auth-method", "JWT"),
+            ("auth-mount", "/oidc/cp/"),
+            ("auth-role", "kms"),
+            ("jwt-file", &jwt),
+        ],
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        c.auth,
+        AuthConfig::Jwt {
+            mount: "oidc/cp".into(),
+            role: "kms".into(),
+            jwt_file: jwt.into()
+        }
+    );
+    let c = resolve(
+        &[
+            ("transit-key", "k"),
+            ("auth-method", "kubernetes"),
+            ("auth-role", "kms"),
+        ],
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        c.auth,
+        AuthConfig::Kubernetes {
+            mount: "kubernetes".into(),
+            role: "kms".into(),
+            jwt_file: crate::auth::DEFAULT_K8S_TOKEN_FILE.into()
+        }
+    );
+    let cert = tmpfile("cert.pem", "x");
+    let c = resolve(
+        &[
+            ("transit-key", "k"),
+            ("auth-method", "cert"),
+            ("vault-client-cert", &cert),
+            ("vault-client-key", &cert),
+        ],
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        c.auth,
+        AuthConfig::Cert {
+            mount: "cert".into(),
+            role: None
+        }
+    );
+    assert!(!c.summary().contains("ambient"));
+}
+
+#[test]
+fn addresses_and_decrypt_keys() {
+    let env = [("VAULT_TOKEN", "t")];
+    let c = resolve(
+        &[
+            ("transit-key", "new"),
+            ("vault-addr", "http://a:1, http://b:1/,http://a:1"),
+            ("decrypt-key", "old,older,old"),
+        ],
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        c.vault_addrs,
+        ["http://a:1", "http://b:1"],
+        "order kept, duplicates dropped"
+    );
+    assert_eq!(c.decrypt_keys, ["old", "older"]);
+    let f = tmpfile(
+        "multi.json",
+        r#"{"transit-key": "k", "vault-addr": ["https://v1:8200", "https://v2:8200"], "decrypt-key": ["k0"]}"#,
+    );
+    let c = resolve(&[("config", &f)], &env).unwrap();
+    assert_eq!(c.vault_addrs, ["https://v1:8200", "https://v2:8200"]);
+    assert_eq!(c.decrypt_keys, ["k0"]);
+    let c = resolve(
+        &[("transit-key", "k"), ("vault-addr", "https://v:8200")],
+        &[("VAULT_TOKEN", "t"), ("VAULT_TLS_SERVER_NAME", "Vault.Example.")],
+    )
+    .unwrap();
+    assert_eq!(c.vault_tls_server_name.as_deref(), Some("vault.example"));
 }
 
 #[test]
@@ -130,6 +255,53 @@ fn errors_say_what_to_fix() {
                 ("VAULT_SKIP_VERIFY", "maybe"),
             ],
             "VAULT_SKIP_VERIFY",
+        ),
+        (&[("transit-key", "k"), ("auth-method", "ldap")], &env, "approle"),
+        (
+            &[("transit-key", "k"), ("auth-method", "approle")],
+            &env,
+            "--approle-role-id-file",
+        ),
+        (&[("transit-key", "k"), ("auth-method", "jwt")], &env, "--auth-role"),
+        (
+            &[("transit-key", "k"), ("auth-method", "jwt"), ("auth-role", "r")],
+            &env,
+            "--jwt-file",
+        ),
+        (
+            &[("transit-key", "k"), ("auth-method", "cert")],
+            &env,
+            "--vault-client-cert",
+        ),
+        (
+            &[("transit-key", "k"), ("jwt-file", "/etc/hostname")],
+            &env,
+            "not used by --auth-method token",
+        ),
+        (
+            &[("transit-key", "k"), ("auth-method", "approle"), ("auth-role", "r")],
+            &env,
+            "--auth-role is not used",
+        ),
+        (
+            &[("transit-key", "k"), ("vault-client-cert", "/etc/hostname")],
+            &env,
+            "set both or neither",
+        ),
+        (
+            &[("transit-key", "k"), ("vault-tls-server-name", "a b")],
+            &env,
+            "DNS name",
+        ),
+        (
+            &[("transit-key", "k"), ("decrypt-key", "k")],
+            &env,
+            "--transit-key itself",
+        ),
+        (
+            &[("transit-key", "k"), ("vault-addr", "http://a:1,b:2")],
+            &env,
+            "https://",
         ),
     ];
     for (f, e, want) in cases {

@@ -56,9 +56,11 @@ impl KeyManagementService for V1 {
         dispatch(&ctx, sink, &self.0, "v1beta1", "decrypt", String::new(), move |kms| {
             check_version(&req.version)?;
             let (name, ct) = parse_v1_cipher(&req.cipher)?;
-            let name = name.unwrap_or_else(|| kms.key().clone());
             let mut resp = DecryptResponse::new();
-            resp.plain = kms.decrypt(&name, &ct)?;
+            resp.plain = match name {
+                Some(name) => kms.decrypt(&name, &ct)?,
+                None => kms.decrypt_unnamed(&ct)?,
+            };
             Ok(resp)
         });
     }

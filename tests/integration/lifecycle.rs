@@ -75,22 +75,32 @@ fn bad_config_is_refused_with_its_message() {
     assert!(err.contains("unknown key \"vault-adress\""), "{err}");
     assert!(!sock.exists(), "a refused config must not create the socket");
 
-    // The same file with a valid key set is accepted far enough to bind.
+    // The same file with a valid key set passes configuration; with nothing
+    // listening at the Vault address the start-up session check then fails
+    // (exit 1, a runtime failure) before the socket exists.
     std::fs::write(
         &cfg,
         r#"{"transit-key": "kube", "vault-timeout": "1s", "max-in-flight": 8}"#,
     )
     .unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port());
     let mut p = Plugin::spawn(
         dir.path(),
         &sock,
-        "http://127.0.0.1:1",
-        "t",
+        &dead,
+        "s.notleaked",
         &["--config", cfg.to_str().unwrap()],
     );
-    p.wait_for_socket();
-    assert!(p.log_text().contains("max_in_flight=8"), "{}", p.log_text());
-    assert!(!p.log_text().contains("=t "), "token leaked into the config line");
+    let st = p.wait_exit(Duration::from_secs(15));
+    let log = p.log_text();
+    assert_eq!(st.code(), Some(1), "{log}");
+    assert!(log.contains("max_in_flight=8"), "{log}");
+    assert!(
+        log.contains("method token") && log.contains(&dead) && log.contains("unreachable"),
+        "{log}"
+    );
+    assert!(!log.contains("s.notleaked") && !log.contains("panicked"), "{log}");
+    assert!(!sock.exists(), "a failed start must not leave a socket");
 }
 
 #[test]

@@ -1,0 +1,409 @@
+//! The Vault session: which token requests use, and keeping it valid.
+//!
+//! - At start the credentials are checked (a login for login methods, then
+//!   `lookup-self`); a failure stops the plugin with a message naming the
+//!   method, the mount and Vault's answer.
+//! - A keeper thread renews a renewable token at 2/3 of its lease, and logs
+//!   in again when renewal is refused or the max TTL cuts the lease short.
+//! - A request that meets a 403 calls [`Session::refresh`] with the
+//!   generation of the token it used: one login (or token file re-read)
+//!   happens, concurrent callers wait for it, and each retries once.
+//! - With `--vault-token-file`, every request first checks the file's
+//!   identity (inode, size, mtime) and re-reads it when it changed, so a
+//!   Vault Agent sink's rename-over is picked up by the next request.
+//!
+//! No lock is held across a Vault call.
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::auth::{read_credential, AuthConfig, TokenSource};
+use crate::secret::Secret;
+use crate::vault::{Lease, LoginToken, VaultClient, VaultError};
+
+/// Renew when this fraction of the lease has passed, as Vault Agent's
+/// lifetime watcher does (about 2/3): a third of the lease is left to
+/// retry a failed renewal or log in again.
+const RENEW_AT_NUM: u32 = 2;
+const RENEW_AT_DEN: u32 = 3;
+/// A renewal that grants this much less than asked means the max TTL is
+/// near (Vault grants exactly the increment otherwise, in whole seconds).
+const CAP_SLACK: Duration = Duration::from_secs(1);
+/// After a login, a 403 does not trigger another one for this long: a
+/// token that is refused right after login lacks a policy, and logging in
+/// again on every such request would only load Vault.
+const MIN_RELOGIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Keeper back-off after a failed renewal or login: from 1 s, doubling, to
+/// 30 s, so an outage costs Vault at most one attempt per 30 s once long.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How often the keeper wakes when nothing expires (root tokens, periodic
+/// checks of a token whose lease is unknown).
+const IDLE_WAKE: Duration = Duration::from_secs(300);
+
+/// The token a request uses and its generation (bumped at every change).
+#[derive(Clone)]
+pub struct Ticket {
+    pub token: Secret,
+    pub gen: u64,
+}
+
+/// A token file's identity: any change means "re-read it".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    })
+}
+
+struct State {
+    ticket: Ticket,
+    obtained: Instant,
+    /// The current token's lease, measured at `lease_at`; `None` when not
+    /// known yet (a token just read from a changed file).
+    lease: Option<Lease>,
+    lease_at: Instant,
+    file: Option<FileStamp>,
+    logging_in: bool,
+}
+
+/// The process's Vault session. Shared by reference across threads.
+pub struct Session {
+    auth: AuthConfig,
+    client: VaultClient,
+    timeout: Duration,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // Every writer leaves the state consistent before it can panic.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Session {
+    /// Checks the credentials and returns a session holding a valid token.
+    /// Each Vault call gets `timeout`; errors name the method and mount.
+    pub fn start(auth: AuthConfig, client: VaultClient, timeout: Duration) -> Result<Arc<Session>, String> {
+        let what = format!(
+            "authentication with method {} at {} failed",
+            auth.method(),
+            auth.mount_path()
+        );
+        let (token, file) = match &auth {
+            AuthConfig::Token(TokenSource::Env(t)) => (t.clone(), None),
+            AuthConfig::Token(TokenSource::File(p)) => {
+                let st = stamp(p);
+                (
+                    read_credential(p, "--vault-token-file").map_err(|e| format!("{what}: {e}"))?,
+                    st,
+                )
+            }
+            _ => {
+                let t = login(&auth, &client, Instant::now() + timeout).map_err(|e| format!("{what}: {e}"))?;
+                (t.token, None)
+            }
+        };
+        let lease = client
+            .lookup_self(&token, Instant::now() + timeout)
+            .map_err(|e| format!("{what}: the token did not pass lookup-self: {e}"))?;
+        log::info!(
+            "vault session ok: {}; token ttl {}, renewable {}",
+            auth.describe(),
+            if lease.ttl.is_zero() {
+                "none (never expires)".to_owned()
+            } else {
+                format!("{}s", lease.ttl.as_secs())
+            },
+            lease.renewable
+        );
+        let now = Instant::now();
+        Ok(Arc::new(Session {
+            auth,
+            client,
+            timeout,
+            state: Mutex::new(State {
+                ticket: Ticket { token, gen: 1 },
+                obtained: now,
+                lease: Some(lease),
+                lease_at: now,
+                file,
+                logging_in: false,
+            }),
+            changed: Condvar::new(),
+        }))
+    }
+
+    /// The token to use now. With a token file, a changed file is re-read
+    /// first; an unreadable one keeps the previous token (and is logged).
+    pub fn ticket(&self) -> Ticket {
+        if let Some(path) = self.auth.token_file() {
+            let now_stamp = stamp(path);
+            let mut st = lock(&self.state);
+            if now_stamp != st.file {
+                st.file = now_stamp;
+                self.reload_file(&mut st, path);
+            }
+            return st.ticket.clone();
+        }
+        lock(&self.state).ticket.clone()
+    }
+
+    /// Re-reads the token file; installs its token if it differs.
+    fn reload_file(&self, st: &mut State, path: &Path) -> bool {
+        match read_credential(path, "--vault-token-file") {
+            Ok(t) if t != st.ticket.token => {
+                log::info!("token file {} changed; using the new token", path.display());
+                self.install(st, t, None);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                log::warn!("{e}; keeping the previous token");
+                false
+            }
+        }
+    }
+
+    fn install(&self, st: &mut State, token: Secret, lease: Option<Lease>) {
+        let now = Instant::now();
+        st.ticket = Ticket {
+            token,
+            gen: st.ticket.gen.wrapping_add(1),
+        };
+        st.obtained = now;
+        st.lease = lease;
+        st.lease_at = now;
+        self.changed.notify_all();
+    }
+
+    /// Called by a request whose token (generation `failed_gen`) was
+    /// refused. Returns a different token to retry with, or `None` when
+    /// there is none to be had before `deadline`. Concurrent callers share
+    /// one login.
+    pub fn refresh(&self, failed_gen: u64, deadline: Instant) -> Option<Ticket> {
+        let mut st = lock(&self.state);
+        loop {
+            if st.ticket.gen != failed_gen {
+                return Some(st.ticket.clone());
+            }
+            if !st.logging_in {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            st = self
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        match &self.auth {
+            AuthConfig::Token(TokenSource::Env(_)) => None,
+            AuthConfig::Token(TokenSource::File(p)) => {
+                st.file = stamp(p);
+                self.reload_file(&mut st, p).then(|| st.ticket.clone())
+            }
+            _ if st.obtained.elapsed() < MIN_RELOGIN_INTERVAL => None,
+            _ => {
+                drop(st);
+                self.login_once(deadline).ok()
+            }
+        }
+    }
+
+    /// One login at a time: marks it in progress, calls Vault without the
+    /// lock, installs the new token and wakes every waiter.
+    fn login_once(&self, deadline: Instant) -> Result<Ticket, String> {
+        {
+            let mut st = lock(&self.state);
+            if st.logging_in {
+                return Err("a login is already in progress".into());
+            }
+            st.logging_in = true;
+        }
+        let r = login(&self.auth, &self.client, deadline);
+        let mut st = lock(&self.state);
+        st.logging_in = false;
+        self.changed.notify_all();
+        match r {
+            Ok(t) => {
+                log::info!(
+                    "vault: logged in again ({} at {}); token ttl {}s",
+                    self.auth.method(),
+                    self.auth.mount_path(),
+                    t.lease.ttl.as_secs()
+                );
+                self.install(&mut st, t.token, Some(t.lease));
+                Ok(st.ticket.clone())
+            }
+            Err(e) => {
+                log::warn!(
+                    "vault: login with {} at {} failed: {e}",
+                    self.auth.method(),
+                    self.auth.mount_path()
+                );
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Starts the keeper thread that renews the token or logs in again.
+    pub fn spawn_keeper(self: &Arc<Self>) -> std::io::Result<()> {
+        let me = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("vault-session".into())
+            .spawn(move || me.keep())
+            .map(|_| ())
+    }
+
+    fn keep(&self) {
+        let mut backoff = RETRY_MIN;
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            let (gen, wake, action) = {
+                let st = lock(&self.state);
+                let (at, action) = self.plan(&st);
+                (st.ticket.gen, retry_at.map_or(at, |r| r.max(at)), action)
+            };
+            // Sleep until it is time, or until the token changes.
+            {
+                let mut st = lock(&self.state);
+                while st.ticket.gen == gen && Instant::now() < wake {
+                    let left = wake.saturating_duration_since(Instant::now());
+                    st = self
+                        .changed
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                if st.ticket.gen != gen {
+                    retry_at = None;
+                    backoff = RETRY_MIN;
+                    continue;
+                }
+            }
+            match self.act(gen, action) {
+                // Nothing to do until the token changes or time passes.
+                Ok(()) if matches!(action, Action::Nothing) => retry_at = Some(Instant::now() + IDLE_WAKE),
+                Ok(()) => {
+                    retry_at = None;
+                    backoff = RETRY_MIN;
+                }
+                Err(e) => {
+                    log::warn!("vault session: {e}; retrying in {}s", backoff.as_secs());
+                    retry_at = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// When to act next and what to do.
+    fn plan(&self, st: &State) -> (Instant, Action) {
+        let Some(lease) = st.lease else {
+            return (Instant::now(), Action::Lookup);
+        };
+        if lease.ttl.is_zero() {
+            return (Instant::now() + IDLE_WAKE, Action::Nothing);
+        }
+        let at = st.lease_at + lease.ttl * RENEW_AT_NUM / RENEW_AT_DEN;
+        let action = if lease.renewable {
+            Action::Renew(lease.granted)
+        } else if self.auth.can_login() {
+            Action::Login
+        } else {
+            Action::Nothing
+        };
+        (at, action)
+    }
+
+    fn act(&self, gen: u64, action: Action) -> Result<(), String> {
+        let token = lock(&self.state).ticket.token.clone();
+        let deadline = Instant::now() + self.timeout;
+        match action {
+            Action::Nothing => Ok(()),
+            Action::Lookup => {
+                let lease = self
+                    .client
+                    .lookup_self(&token, deadline)
+                    .map_err(|e| format!("lookup-self of the new token failed: {e}"))?;
+                self.set_lease(gen, lease);
+                Ok(())
+            }
+            Action::Login => self.login_once(deadline).map(|_| ()),
+            Action::Renew(increment) => match self.client.renew_self(&token, increment, deadline) {
+                Ok(mut lease) if lease.ttl + CAP_SLACK < increment => {
+                    // Renewing again would only shrink the lease further.
+                    lease.renewable = false;
+                    lease.granted = increment;
+                    self.set_lease(gen, lease);
+                    if self.auth.can_login() {
+                        log::info!(
+                            "vault: token renewed for only {}s of {}s asked (max TTL near); logging in again",
+                            lease.ttl.as_secs(),
+                            increment.as_secs()
+                        );
+                        return self.login_once(deadline).map(|_| ());
+                    }
+                    log::warn!(
+                        "vault token reaches its max TTL in {}s; the token file must be refreshed before then",
+                        lease.ttl.as_secs()
+                    );
+                    Ok(())
+                }
+                Ok(mut lease) => {
+                    log::debug!("vault: token renewed, ttl {}s", lease.ttl.as_secs());
+                    lease.granted = increment;
+                    self.set_lease(gen, lease);
+                    Ok(())
+                }
+                Err(e) if self.auth.can_login() => {
+                    log::info!("vault: renewal refused ({}); logging in again", e.class_name());
+                    self.login_once(deadline).map(|_| ())
+                }
+                Err(e) => Err(format!("token renewal failed: {e}")),
+            },
+        }
+    }
+
+    /// Records a lease for generation `gen` (ignored if the token changed).
+    fn set_lease(&self, gen: u64, lease: Lease) {
+        let mut st = lock(&self.state);
+        if st.ticket.gen == gen {
+            st.lease = Some(lease);
+            st.lease_at = Instant::now();
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Nothing,
+    Lookup,
+    Login,
+    Renew(Duration),
+}
+
+fn login(auth: &AuthConfig, client: &VaultClient, deadline: Instant) -> Result<LoginToken, VaultError> {
+    let req = auth.login_request().map_err(VaultError::Credentials)?;
+    let Some(req) = req else {
+        return Err(VaultError::Credentials("the token method cannot log in".into()));
+    };
+    client.login(&req, deadline)
+}

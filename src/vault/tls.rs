@@ -1,0 +1,134 @@
+//! Building the HTTP agents that reach Vault: trusted roots, the client
+//! certificate, timeouts and pools, and the TLS server name override.
+//!
+//! ureq verifies a certificate against the URL's host. To verify against
+//! `--vault-tls-server-name` instead, a node's URL carries that name as its
+//! host and the node's agent resolves every name to the node's real
+//! address. Each node has its own agent for this reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ureq::http::Uri;
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+use crate::config::Config;
+
+/// Connection setup (TCP + TLS) gets at most this much of a call's budget:
+/// a healthy Vault on the control plane's network connects in milliseconds,
+/// and a dead node must fail fast enough to try the next one in time.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Idle keep-alive connections kept per node. Matches the default in-flight
+/// cap so a burst does not open and close connections.
+const MAX_IDLE_CONNECTIONS: usize = 256;
+/// How long an idle connection is reused; Vault's own idle timeout is 5 min.
+const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
+
+/// Trusted roots, client certificate and verification switch, once.
+pub fn tls_config(cfg: &Config) -> Result<TlsConfig, String> {
+    let mut tls = TlsConfig::builder();
+    if let Some(path) = &cfg.vault_cacert {
+        let certs = read_pem(path, "CA file")?.0;
+        if certs.is_empty() {
+            return Err(format!("CA file {} holds no PEM certificate", path.display()));
+        }
+        tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
+    }
+    if let (Some(cert), Some(key)) = (&cfg.vault_client_cert, &cfg.vault_client_key) {
+        let chain = read_pem(cert, "client certificate")?.0;
+        if chain.is_empty() {
+            return Err(format!(
+                "client certificate {} holds no PEM certificate",
+                cert.display()
+            ));
+        }
+        let Some(private) = read_pem(key, "client key")?.1 else {
+            return Err(format!(
+                "client key {} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                key.display()
+            ));
+        };
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, private)));
+    }
+    if cfg.vault_skip_verify {
+        tls = tls.disable_verification(true);
+    }
+    Ok(tls.build())
+}
+
+/// Certificates and the first private key in a PEM file. Errors name the
+/// file but never quote its content.
+fn read_pem(
+    path: &std::path::Path,
+    what: &str,
+) -> Result<(Vec<Certificate<'static>>, Option<PrivateKey<'static>>), String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    let mut key = None;
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(PemItem::PrivateKey(k)) if key.is_none() => key = Some(k),
+            Ok(_) => {}
+            Err(_) => return Err(format!("{what} {} is not valid PEM", path.display())),
+        }
+    }
+    Ok((certs, key))
+}
+
+/// Resolves whatever host a URL names to one node's real address.
+#[derive(Debug)]
+struct PinnedResolver {
+    real: Uri,
+}
+
+impl Resolver for PinnedResolver {
+    fn resolve(
+        &self,
+        _uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        DefaultResolver::default().resolve(&self.real, config, timeout)
+    }
+}
+
+/// The base URL requests use for `addr` and the agent that sends them. With
+/// a server name, the URL's host is that name and the agent connects to
+/// `addr`'s host; without one, both are `addr`.
+pub fn node_agent(cfg: &Config, tls: &TlsConfig, addr: &str) -> Result<(String, ureq::Agent), String> {
+    let agent_config = agent_config(cfg, tls);
+    match (&cfg.vault_tls_server_name, addr.strip_prefix("https://")) {
+        (Some(name), Some(_)) => {
+            let real: Uri = addr.parse().map_err(|e| format!("vault address {addr}: {e}"))?;
+            let port = real.port_u16().unwrap_or(443);
+            let base = format!("https://{name}:{port}");
+            let agent = ureq::Agent::with_parts(agent_config, DefaultConnector::default(), PinnedResolver { real });
+            Ok((base, agent))
+        }
+        _ => Ok((addr.to_owned(), agent_config.into())),
+    }
+}
+
+/// An agent for a redirect target that is not one of the configured nodes.
+pub fn plain_agent(cfg: &Config, tls: &TlsConfig) -> ureq::Agent {
+    agent_config(cfg, tls).into()
+}
+
+/// No redirects followed by ureq (the client decides), statuses as values,
+/// the call budget, and a keep-alive pool.
+fn agent_config(cfg: &Config, tls: &TlsConfig) -> ureq::config::Config {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .tls_config(tls.clone())
+        .timeout_global(Some(cfg.vault_timeout))
+        .timeout_connect(Some(CONNECT_TIMEOUT.min(cfg.vault_timeout)))
+        .max_idle_connections(MAX_IDLE_CONNECTIONS)
+        .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
+        .max_idle_age(MAX_IDLE_AGE)
+        .user_agent(concat!("trousseau/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
