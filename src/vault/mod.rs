@@ -387,13 +387,15 @@ impl VaultClient {
                     return Ok((node.addr.clone(), v));
                 }
                 Err(e) if fails_over(&e) => {
-                    log::debug!(
-                        "vault: {} failed {} ({}); trying the next node",
-                        node.addr,
-                        c.op,
-                        e.class_name()
-                    );
-                    let retry_same = n == 1 && matches!(e, VaultError::Unreachable { .. });
+                    let retry_same = n == 1 && matches!(e, VaultError::Unreachable { .. }) && last.is_none();
+                    let next = if n > 1 {
+                        "trying the next node"
+                    } else if retry_same {
+                        "retrying once on a new connection"
+                    } else {
+                        "giving up"
+                    };
+                    log::debug!("vault: {} failed {} ({}); {next}", node.addr, c.op, e.class_name());
                     last = Some(e);
                     if n == 1 && !retry_same {
                         break;

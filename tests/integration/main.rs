@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `trousseau` binary on a real Unix socket,
 //! driven by a grpcio client, against real OpenBao servers started here.
 
+mod auth;
 mod ha;
 mod harness;
 mod lifecycle;

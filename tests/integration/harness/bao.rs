@@ -3,7 +3,21 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use super::pki::Pki;
 use super::{bao_bin, free_port, vault_call, vault_ok, wait_for, ROOT_TOKEN, START_TIMEOUT};
+
+/// Least privilege for the plugin: encrypt and decrypt with key `kube`.
+pub const PLUGIN_POLICY: &str = "path \"transit/encrypt/kube\" { capabilities = [\"update\"] }\n\
+                                 path \"transit/decrypt/kube\" { capabilities = [\"update\"] }\n";
+
+/// The TLS listeners of [`Bao::dev_own_tls`].
+pub struct TlsListeners {
+    /// `https://127.0.0.1:PORT` serving the server cert (IP and DNS SANs).
+    pub https: String,
+    /// `https://127.0.0.1:PORT` serving the DNS-only cert: it verifies only
+    /// when the client checks it against `Pki::dns_name`.
+    pub https_dns_only: String,
+}
 
 /// An OpenBao server process on a loopback port.
 pub struct Bao {
@@ -84,6 +98,44 @@ impl Bao {
         b.wait_active();
         b.setup_transit("kube");
         b
+    }
+
+    /// Dev server (plain http on `addr`, for setup) plus two TLS listeners
+    /// with certs from `pki`. Both ask for a client cert without requiring
+    /// one (OpenBao's default: `tls_require_and_verify_client_cert = false`,
+    /// `tls_disable_client_certs = false`), which is what cert auth needs;
+    /// `tls_client_ca_file` only names the acceptable CAs in the handshake.
+    pub fn dev_own_tls(dir: &Path, pki: &Pki) -> (Bao, TlsListeners) {
+        let (a, b) = (free_port(), free_port());
+        let listener = |port: u16, cert: &Path, key: &Path| {
+            // Every listener also opens a cluster port, port+1 unless given:
+            // pick it, or it may collide with a neighbour's listener.
+            format!(
+                "listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{}\"\n  \
+                 tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n  tls_client_ca_file = \"{}\"\n}}\n",
+                free_port(),
+                cert.display(),
+                key.display(),
+                pki.ca.display()
+            )
+        };
+        let cfg = dir.join(format!("bao-tls-{a}.hcl"));
+        std::fs::write(
+            &cfg,
+            listener(a, &pki.server_cert, &pki.server_key) + &listener(b, &pki.dns_only_cert, &pki.dns_only_key),
+        )
+        .unwrap();
+        // `-dev` keeps its own http listener and adds the config's listeners.
+        let bao = Bao::dev_with(dir, "http", &[format!("-config={}", cfg.display())]);
+        let tls = TlsListeners {
+            https: format!("https://127.0.0.1:{a}"),
+            https_dns_only: format!("https://127.0.0.1:{b}"),
+        };
+        wait_for("TLS listener", START_TIMEOUT, || {
+            let (s, _) = vault_call(&tls.https, "", "GET", "sys/health", None);
+            (s == 200).then_some(())
+        });
+        (bao, tls)
     }
 
     /// Persistent single-node raft server (survives restarts), initialised,
@@ -225,6 +277,24 @@ impl Bao {
             Some(serde_json::json!({ "policies": [name], "ttl": "1h" })),
         );
         v["auth"]["client_token"].as_str().unwrap().to_owned()
+    }
+
+    /// POST with the root token; panics unless 2xx.
+    pub fn write(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        vault_ok(&self.addr, &self.token, "POST", path, Some(body))
+    }
+
+    /// Enables auth method `kind` at `auth/<mount>`.
+    pub fn enable_auth(&self, mount: &str, kind: &str) {
+        self.write(&format!("sys/auth/{mount}"), serde_json::json!({ "type": kind }));
+    }
+
+    /// Writes ACL policy `name`.
+    pub fn put_policy(&self, name: &str, hcl: &str) {
+        self.write(
+            &format!("sys/policies/acl/{name}"),
+            serde_json::json!({ "policy": hcl }),
+        );
     }
 
     /// Stops the server process (SIGKILL by pid) and waits for it.

@@ -1,23 +1,30 @@
-//! Test harness: real OpenBao servers (dev, dev TLS and persistent raft) on
-//! free loopback ports, the real plugin binary on a real Unix socket, a
-//! fault proxy, and a per-test temp dir. Every process started here is
-//! stopped by pid when its owner drops; a failing test prints the logs.
+//! Test harness: real OpenBao servers (dev, dev TLS, persistent raft and a
+//! three-node raft cluster) on free loopback ports, the real plugin binary on
+//! a real Unix socket, a fault proxy, continuous load, and a per-test temp
+//! dir. Every process started here is stopped by pid when its owner drops;
+//! a failing test prints the logs.
 
 #![allow(dead_code)]
 
-mod auth;
 mod bao;
 mod cluster;
+mod credentials;
+mod jwt;
 mod load;
+mod pki;
 mod plugin;
 mod proxy;
+mod tokenreview;
 
-pub use auth::*;
-pub use bao::Bao;
+pub use bao::{Bao, PLUGIN_POLICY};
 pub use cluster::{Cluster, ClusterOpts};
+pub use credentials::*;
+pub use jwt::{now, JwtSigner};
 pub use load::{BlackHole, Figures, Load, Outcome};
+pub use pki::{Pki, CLIENT_CN};
 pub use plugin::{plugin_bin, Plugin};
 pub use proxy::{FaultProxy, ProxyMode};
+pub use tokenreview::{service_account_claims, TokenReviewServer};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
