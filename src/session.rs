@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::{read_credential, AuthConfig, TokenSource};
 use crate::secret::Secret;
-use crate::vault::{Lease, LoginToken, VaultClient, VaultError};
+use crate::vault::{Lease, LoginToken, VaultClient, VaultError, VaultErrorClass};
 
 /// Renew when this fraction of the lease has passed, as Vault Agent's
 /// lifetime watcher does (about 2/3): a third of the lease is left to
@@ -30,10 +30,11 @@ const RENEW_AT_DEN: u32 = 3;
 /// A renewal that grants this much less than asked means the max TTL is
 /// near (Vault grants exactly the increment otherwise, in whole seconds).
 const CAP_SLACK: Duration = Duration::from_secs(1);
-/// After a login, a 403 does not trigger another one for this long: a
-/// token that is refused right after login lacks a policy, and logging in
-/// again on every such request would only load Vault.
-const MIN_RELOGIN_INTERVAL: Duration = Duration::from_secs(1);
+/// After `lookup-self` confirmed that a refused token is still valid (so
+/// the 403 came from the policy, not the token), further 403s within this
+/// long are not checked again: a policy mistake then costs Vault one extra
+/// call per second, not one per request, and no new tokens.
+const VERIFIED_FOR: Duration = Duration::from_secs(1);
 /// Keeper back-off after a failed renewal or login: from 1 s, doubling, to
 /// 30 s, so an outage costs Vault at most one attempt per 30 s once long.
 const RETRY_MIN: Duration = Duration::from_secs(1);
@@ -71,7 +72,8 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 
 struct State {
     ticket: Ticket,
-    obtained: Instant,
+    /// When lookup-self last confirmed the current token after a 403.
+    verified_at: Option<Instant>,
     /// The current token's lease, measured at `lease_at`; `None` when not
     /// known yet (a token just read from a changed file).
     lease: Option<Lease>,
@@ -137,7 +139,7 @@ impl Session {
             timeout,
             state: Mutex::new(State {
                 ticket: Ticket { token, gen: 1 },
-                obtained: now,
+                verified_at: None,
                 lease: Some(lease),
                 lease_at: now,
                 file,
@@ -184,7 +186,7 @@ impl Session {
             token,
             gen: st.ticket.gen.wrapping_add(1),
         };
-        st.obtained = now;
+        st.verified_at = None;
         st.lease = lease;
         st.lease_at = now;
         self.changed.notify_all();
@@ -192,8 +194,10 @@ impl Session {
 
     /// Called by a request whose token (generation `failed_gen`) was
     /// refused. Returns a different token to retry with, or `None` when
-    /// there is none to be had before `deadline`. Concurrent callers share
-    /// one login.
+    /// there is none to be had before `deadline` or the token is fine (a
+    /// policy refusal). For login methods, `lookup-self` tells the two
+    /// apart, then a login replaces a dead token. Concurrent callers share
+    /// one check and one login.
     pub fn refresh(&self, failed_gen: u64, deadline: Instant) -> Option<Ticket> {
         let mut st = lock(&self.state);
         loop {
@@ -219,16 +223,33 @@ impl Session {
                 st.file = stamp(p);
                 self.reload_file(&mut st, p).then(|| st.ticket.clone())
             }
-            _ if st.obtained.elapsed() < MIN_RELOGIN_INTERVAL => None,
+            _ if st.verified_at.is_some_and(|t| t.elapsed() < VERIFIED_FOR) => None,
             _ => {
+                st.logging_in = true;
+                let token = st.ticket.token.clone();
                 drop(st);
-                self.login_once(deadline).ok()
+                match self.client.lookup_self(&token, deadline) {
+                    Err(e) if e.class() == VaultErrorClass::Denied => {
+                        log::info!("vault: the token was refused and fails lookup-self; logging in again");
+                        self.login_flagged(deadline).ok()
+                    }
+                    // Valid (the policy refused), or Vault cannot tell us
+                    // now: a login would not help either way.
+                    other => {
+                        let mut st = lock(&self.state);
+                        st.logging_in = false;
+                        if other.is_ok() {
+                            st.verified_at = Some(Instant::now());
+                        }
+                        self.changed.notify_all();
+                        None
+                    }
+                }
             }
         }
     }
 
-    /// One login at a time: marks it in progress, calls Vault without the
-    /// lock, installs the new token and wakes every waiter.
+    /// One login at a time: marks it in progress, then logs in.
     fn login_once(&self, deadline: Instant) -> Result<Ticket, String> {
         {
             let mut st = lock(&self.state);
@@ -237,6 +258,12 @@ impl Session {
             }
             st.logging_in = true;
         }
+        self.login_flagged(deadline)
+    }
+
+    /// Logs in (the caller set `logging_in`) without holding the lock,
+    /// installs the new token, clears the flag and wakes every waiter.
+    fn login_flagged(&self, deadline: Instant) -> Result<Ticket, String> {
         let r = login(&self.auth, &self.client, deadline);
         let mut st = lock(&self.state);
         st.logging_in = false;
