@@ -135,6 +135,41 @@ fn approle_at_a_custom_mount() {
     assert!(!p.log_text().contains(&secret_id), "secret_id in log");
 }
 
+/// Transit and AppRole inside an OpenBao namespace: with --vault-namespace
+/// the plugin logs in and serves there; without it the login is refused at
+/// start (the role exists only inside the namespace).
+#[test]
+fn approle_and_transit_in_a_namespace() {
+    let dir = TempDir::new("auth-ns");
+    let bao = Bao::dev(dir.path());
+    // Namespaced paths can be addressed as `<ns>/<path>` by the harness.
+    bao.write("sys/namespaces/team", json!({}));
+    bao.write("team/sys/mounts/transit", json!({"type": "transit"}));
+    bao.write("team/transit/keys/kube", json!({}));
+    bao.write("team/sys/policies/acl/kms", json!({ "policy": PLUGIN_POLICY }));
+    bao.write("team/sys/auth/approle", json!({"type": "approle"}));
+    bao.write("team/auth/approle/role/kms", json!({"token_policies": ["kms"]}));
+    let v = vault_ok(&bao.addr, &bao.token, "GET", "team/auth/approle/role/kms/role-id", None);
+    let rf = file(dir.path(), "role-id", v["data"]["role_id"].as_str().unwrap());
+    let v = bao.write("team/auth/approle/role/kms/secret-id", json!({}));
+    let sf = file(dir.path(), "secret-id", v["data"]["secret_id"].as_str().unwrap());
+    let args = [
+        "--auth-method",
+        "approle",
+        "--approle-role-id-file",
+        s(&rf),
+        "--approle-secret-id-file",
+        s(&sf),
+    ];
+    let mut with_ns = args.to_vec();
+    with_ns.extend(["--vault-namespace", "team"]);
+    let p = start_healthy(dir.path(), &bao.addr, "", &with_ns);
+    drop(p);
+    let dir2 = TempDir::new("auth-ns-missing");
+    let log = start_fails(dir2.path(), &bao.addr, "", &args);
+    assert!(log.contains("auth/approle/login"), "{log}");
+}
+
 #[test]
 fn approle_logs_in_again_after_max_ttl_with_the_rotated_secret_id() {
     let dir = TempDir::new("auth-approle-relogin");

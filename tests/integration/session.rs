@@ -301,3 +301,31 @@ fn bare_v1_cipher_of_an_old_key_decrypts_with_decrypt_key() {
     let (code, msg) = rpc_err(decrypt_v1(&p.client(), &bare));
     assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "without --decrypt-key: {msg}");
 }
+
+/// The plugin's token is revoked while 8 clients keep calling: the requests
+/// that meet the 403 share one check and one login, and none fails.
+#[test]
+fn revoked_token_under_concurrent_load_costs_one_login() {
+    let dir = TempDir::new("revoke-concurrent");
+    let (bao, audit) = Bao::dev_audited(dir.path());
+    let audit = AuditLog(audit);
+    let role = AppRole::setup(
+        &bao,
+        dir.path(),
+        "kms-revoke",
+        &transit_policy(&["kube"], &["kube"]),
+        serde_json::json!({"token_ttl": "1h"}),
+    );
+    let mut p = spawn_with(dir.path(), &bao.addr, "", &approle_args(&role, "kube"));
+    let load = Load::start(&p.socket, 8);
+    load.run_for(Duration::from_secs(2));
+    let accessors = accessors_with_policy(&bao, &role.policy);
+    assert_eq!(accessors.len(), 1, "the plugin's token: {accessors:?}");
+    revoke_accessor(&bao, &accessors[0]);
+    load.run_for(Duration::from_secs(3));
+    let outs = load.stop();
+    assert!(p.try_exit().is_none(), "the plugin exited:\n{}", p.log_text());
+    eprintln!("[revoke under load] logins ok {}", audit.ok_responses(LOGIN));
+    assert_no_failures("revoke under load", &outs);
+    assert_eq!(audit.ok_responses(LOGIN), 2, "the start-up login and exactly one more");
+}
