@@ -23,7 +23,7 @@ start_dev_openbao "$work" bench-root
 
 cargo build --locked --release --bin trousseau --example bench
 RUST_LOG=warn VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$BAO_TOKEN" \
-    target/release/trousseau serve --socket "$work/kms.sock" --transit-key kube >"$work/plugin.log" 2>&1 &
+    target/release/trousseau serve --socket "$work/kms.sock" --transit-key kube --http-addr "" >"$work/plugin.log" 2>&1 &
 plugin_pid=$!
 wait_for_socket "$work/kms.sock" "$work/plugin.log"
 

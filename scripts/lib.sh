@@ -57,6 +57,29 @@ ensure_bao() {
     [ -n "$(find_bao)" ] || { echo "OpenBao install failed" >&2; exit 1; }
 }
 
+# Makes sure a Python has the modules the tests use to check our output
+# with real parsers (prometheus_client's OpenMetrics parser, PyYAML), in the
+# current Python when pip allows it, else in the venv beside OpenBao.
+# Exports TEST_PYTHON, the interpreter that has them.
+ensure_test_python() {
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/trousseau/venv"
+    local check='import prometheus_client.openmetrics.parser, yaml'
+    for py in python3 "$venv/bin/python3"; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -c "$check" 2>/dev/null; then
+            TEST_PYTHON="$(command -v "$py")"; export TEST_PYTHON; return
+        fi
+    done
+    echo "==> installing prometheus-client and PyYAML for the tests" >&2
+    if python3 -m pip install -q prometheus-client pyyaml 2>/dev/null && python3 -c "$check" 2>/dev/null; then
+        TEST_PYTHON="$(command -v python3)"
+    else
+        [ -x "$venv/bin/python3" ] || python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
+        "$venv/bin/python3" -m pip install -q prometheus-client pyyaml
+        TEST_PYTHON="$venv/bin/python3"
+    fi
+    export TEST_PYTHON
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

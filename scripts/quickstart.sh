@@ -33,9 +33,11 @@ echo "==> transit engine enabled, key 'kube' created"
 echo "==> building trousseau (the first build compiles gRPC core: several minutes)"
 cargo build --locked
 socket="$work/kms.sock"
-echo "==> starting trousseau serve on unix://$socket (log: $work/plugin.log)"
+http_addr="127.0.0.1:$(free_port)"
+echo "==> starting trousseau serve on unix://$socket, health and metrics on http://$http_addr (log: $work/plugin.log)"
 VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$BAO_TOKEN" \
-    target/debug/trousseau serve --socket "$socket" --transit-key kube >"$work/plugin.log" 2>&1 &
+    target/debug/trousseau serve --socket "$socket" --transit-key kube --http-addr "$http_addr" \
+    >"$work/plugin.log" 2>&1 &
 plugin_pid=$!
 wait_for_socket "$socket" "$work/plugin.log"
 
@@ -44,5 +46,6 @@ target/debug/trousseau probe --socket "$socket"
 echo "==> quickstart OK"
 if [ -n "$keep" ]; then
     echo "left running: OpenBao pid $bao_pid, trousseau pid $plugin_pid, socket $socket"
+    echo "health: http://$http_addr/readyz, metrics: http://$http_addr/metrics"
     echo "stop with: kill $plugin_pid $bao_pid"
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need (cmake and a C++ compiler for grpcio-sys,
-# OpenBao's `bao` server) and runs every test: unit tests, and integration
+# OpenBao's `bao` server, Python parsers for /metrics and YAML) and runs every test: unit tests, and integration
 # tests that start real OpenBao servers on loopback ports and drive the real
 # plugin binary over its Unix socket. CI runs exactly this (.ci/run).
 set -euo pipefail
@@ -12,6 +12,8 @@ ensure_bao
 BAO_BIN="$(find_bao)"
 export BAO_BIN
 echo "==> OpenBao: $("$BAO_BIN" version)"
+ensure_test_python
+echo "==> Python for output parsers: $TEST_PYTHON"
 
 cargo fmt --check
 

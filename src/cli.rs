@@ -18,6 +18,8 @@ transit engine encrypt it with a key that never leaves Vault.
 
 USAGE:
     trousseau serve --transit-key NAME [OPTIONS]   serve both KMS APIs on a Unix socket
+    trousseau check --transit-key NAME [OPTIONS]   preflight: Vault, auth, key, encrypt, decrypt
+                                                   (same options as serve)
     trousseau probe [--socket PATH]                call a running plugin as the apiserver does
     trousseau --version | --help
 
@@ -26,6 +28,9 @@ Run `trousseau serve --help` for every serve option.
 
 const SERVE_HELP: &str = "\
 trousseau serve: serve KMS v2 and v1beta1 on a Unix socket
+trousseau check: with the same options, check step by step that serve would work
+(Vault reachable and unsealed, TLS, authentication, the transit key, encrypt,
+decrypt, a round trip, each --decrypt-key); prints what to fix; exits 1 on failure
 
 Each option can be given as a flag, in the JSON file named by --config (same key
 without the dashes, e.g. {\"transit-key\": \"kube\"}), or for some through the
@@ -78,6 +83,8 @@ OPTIONS:
                              [default: 256]
     --shutdown-timeout DUR   time in-flight requests get to finish after SIGTERM
                              [default: 5s]
+    --http-addr IP:PORT      serve /livez, /readyz, /healthz and /metrics there; empty
+                             turns them off  [default: 127.0.0.1:8787]
     --config FILE            JSON file with any of the keys above
 
 ENVIRONMENT:
@@ -115,7 +122,10 @@ enum Failure {
 
 /// Entry point for `main`: returns the process exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
-    init_logging();
+    // serve logs its life at info; the one-shot commands print their own
+    // report and log only warnings.
+    let serving = args.first().is_some_and(|a| a == "serve");
+    init_logging(if serving { "info" } else { "warn" });
     match run_inner(args) {
         Ok(()) => 0,
         Err(Failure::Usage(m)) => {
@@ -129,8 +139,8 @@ pub fn run(args: Vec<OsString>) -> i32 {
     }
 }
 
-fn init_logging() {
-    let env = env_logger::Env::default().default_filter_or("info");
+fn init_logging(default_level: &str) {
+    let env = env_logger::Env::default().default_filter_or(default_level);
     // gRPC core keeps printing its own errors to stderr (GRPC_VERBOSITY,
     // ERROR by default): redirecting them into `log` would also pour its
     // debug chatter into `RUST_LOG=debug`.
@@ -159,7 +169,7 @@ fn run_inner(args: Vec<OsString>) -> Result<(), Failure> {
             print!("{HELP}");
             Ok(())
         }
-        "serve" => {
+        "serve" | "check" => {
             if wants_help(&args) {
                 print!("{SERVE_HELP}");
                 return Ok(());
@@ -171,6 +181,9 @@ fn run_inner(args: Vec<OsString>) -> Result<(), Failure> {
                 env: &env,
             })
             .map_err(|e| Failure::Usage(e.to_string()))?;
+            if cmd == "check" {
+                return crate::check::run(&cfg).map_err(Failure::Runtime);
+            }
             crate::server::serve(cfg).map_err(|e| Failure::Runtime(e.to_string()))
         }
         "probe" => {

@@ -10,6 +10,10 @@ use std::time::Duration;
 use crate::auth::{AuthConfig, TokenSource, DEFAULT_K8S_TOKEN_FILE, METHODS};
 use crate::secret::Secret;
 
+/// Default address of the HTTP endpoints: loopback only, as kubelet probes
+/// of a hostNetwork static pod can reach it and nothing off the host can.
+pub const DEFAULT_HTTP_ADDR: std::net::SocketAddr =
+    std::net::SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 8787));
 /// Default socket, where kubeadm guides and most plugins put it.
 pub const DEFAULT_SOCKET: &str = "/var/run/kmsplugin/kms.sock";
 /// Vault's default transit mount path.
@@ -73,6 +77,9 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Drain time after SIGTERM. Defaults to [`DEFAULT_SHUTDOWN_TIMEOUT`].
     pub shutdown_timeout: Duration,
+    /// Where `/livez`, `/readyz`, `/healthz` and `/metrics` are served;
+    /// `None` (an empty value) turns them off. Defaults to [`DEFAULT_HTTP_ADDR`].
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 /// A configuration the plugin refuses to start with.
@@ -115,6 +122,7 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
     ("vault-timeout", None),
     ("max-in-flight", None),
     ("shutdown-timeout", None),
+    ("http-addr", None),
 ];
 
 /// Keys that may be given more than once (or comma-separated, or as a JSON
@@ -252,6 +260,17 @@ impl Config {
         })?
         .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
 
+        let http_addr = match lookup("http-addr") {
+            Some(v) if v.raw.trim().is_empty() => None,
+            v => Some(
+                parsed(v, |raw| {
+                    raw.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+                        format!("\"{raw}\" is not IP:PORT (e.g. 127.0.0.1:8787); empty turns the endpoints off")
+                    })
+                })?
+                .unwrap_or(DEFAULT_HTTP_ADDR),
+            ),
+        };
         let auth = resolve_auth(src, &lookup, &file_values, vault_client_cert.is_some())?;
 
         Ok(Config {
@@ -270,6 +289,7 @@ impl Config {
             vault_timeout,
             max_in_flight,
             shutdown_timeout,
+            http_addr,
         })
     }
 
@@ -281,7 +301,7 @@ impl Config {
                 .unwrap_or_else(|| "-".into())
         };
         format!(
-            "socket={} vault_addrs={} transit={}/{} decrypt_keys={} auth=[{}] namespace={} cacert={} client_cert={} tls_server_name={} skip_verify={} vault_timeout={:?} max_in_flight={} shutdown_timeout={:?}",
+            "socket={} vault_addrs={} transit={}/{} decrypt_keys={} auth=[{}] namespace={} cacert={} client_cert={} tls_server_name={} skip_verify={} vault_timeout={:?} max_in_flight={} shutdown_timeout={:?} http_addr={}",
             self.socket.display(),
             self.vault_addrs.join(","),
             self.transit_mount,
@@ -296,6 +316,7 @@ impl Config {
             self.vault_timeout,
             self.max_in_flight,
             self.shutdown_timeout,
+            self.http_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         )
     }
 }

@@ -246,6 +246,14 @@ impl Kms {
         Ok(result?)
     }
 
+    /// What `/metrics` shows without calling Vault: whether the last probe
+    /// succeeded, the latest key version seen, and the token's time left.
+    pub fn snapshot(&self) -> (bool, Option<u64>, Option<Duration>) {
+        let st = lock(&self.probe);
+        let healthy = matches!(st.health, Health::Ok { .. });
+        (healthy, known_version(&st.health), self.session.ttl_left())
+    }
+
     /// Health and current key id, from a probe at most
     /// [`HEALTHY_PROBE_TTL`] old (or [`FAILING_PROBE_TTL`] when failing).
     /// Concurrent callers share one probe: a burst of Status calls costs

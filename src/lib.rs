@@ -14,11 +14,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod envelope;
+pub mod http;
 pub mod kms;
 pub mod limits;
+pub mod metrics;
 pub mod probe;
 pub mod proto;
 pub mod secret;

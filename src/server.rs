@@ -56,6 +56,10 @@ impl Shared {
         }))
     }
 
+    pub fn kms(&self) -> &Kms {
+        &self.0.kms
+    }
+
     pub fn in_flight(&self) -> usize {
         self.0.in_flight.load(Ordering::Acquire)
     }
@@ -91,8 +95,11 @@ fn reply_inline<Resp: Send + 'static>(ctx: &RpcContext<'_>, sink: UnarySink<Resp
     });
 }
 
-fn log_outcome(api: &str, op: &str, uid: &str, start: Instant, r: Result<(), &KmsError>) {
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
+/// Logs a request's outcome and counts it in the metrics.
+fn log_outcome(api: &'static str, op: &'static str, uid: &str, start: Instant, r: Result<(), &KmsError>) {
+    let took = start.elapsed();
+    crate::metrics::metrics().request(api, op, r.map_or_else(|e| e.class(), |()| "ok"), took);
+    let ms = took.as_secs_f64() * 1000.0;
     let uid = log_safe_uid(uid);
     match r {
         Ok(()) => log::debug!("api={api} op={op} uid={uid} latency_ms={ms:.1} outcome=ok"),
@@ -221,6 +228,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     );
     let shared = Shared::new(kms, cfg.max_in_flight);
 
+    let http = cfg.http_addr.map(crate::http::bind).transpose().map_err(ServeError)?;
     socket::prepare(&cfg.socket).map_err(|e| ServeError(e.to_string()))?;
     let env = Arc::new(EnvBuilder::new().cq_count(GRPC_CQ_COUNT).name_prefix("grpc-cq").build());
     let max_msg = i32::try_from(MAX_GRPC_MESSAGE).unwrap_or(i32::MAX);
@@ -249,6 +257,12 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         return Err(ServeError(e.to_string()));
     }
     log::info!("serving KMS v2 and v1beta1 on unix://{}", cfg.socket.display());
+    if let (Some(listener), Some(addr)) = (http, cfg.http_addr) {
+        match crate::http::spawn(listener, shared.clone(), cfg.socket.clone()) {
+            Ok(()) => log::info!("serving /livez /readyz /healthz /metrics on http://{addr}"),
+            Err(e) => log::error!("cannot start the HTTP endpoints on {addr}: {e}"),
+        }
+    }
 
     // First health probe in the background: logs whether Vault and the key
     // work without delaying the socket the apiserver waits for.

@@ -417,6 +417,14 @@ impl Session {
             st.lease_at = Instant::now();
         }
     }
+
+    /// Time left on the current token; `None` when it never expires or is
+    /// not known yet. For `/metrics`.
+    pub fn ttl_left(&self) -> Option<Duration> {
+        let st = lock(&self.state);
+        let l = st.lease.filter(|l| !l.ttl.is_zero())?;
+        Some(l.ttl.saturating_sub(st.lease_at.elapsed()))
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

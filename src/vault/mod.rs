@@ -161,6 +161,23 @@ pub struct LoginToken {
     pub lease: Lease,
 }
 
+/// A node's `sys/health` answer.
+#[derive(Clone, Debug)]
+pub struct NodeHealth {
+    pub standby: bool,
+    pub version: String,
+}
+
+/// What `read_key` learns about a transit key.
+#[derive(Clone, Debug)]
+pub struct KeyInfo {
+    pub kind: String,
+    pub latest_version: u64,
+    pub min_decryption_version: u64,
+    pub exportable: bool,
+    pub deletion_allowed: bool,
+}
+
 /// One HTTP call to Vault.
 struct Call<'a> {
     op: &'static str,
@@ -363,6 +380,53 @@ impl VaultClient {
         })
     }
 
+    /// `GET /v1/sys/health` of every node, without a token, for `check`:
+    /// each node's answer (`standbyok` makes a standby answer 200).
+    pub fn health_of_each(&self, deadline: Instant) -> Vec<(String, Result<NodeHealth, VaultError>)> {
+        let c = Call {
+            op: "health",
+            post: false,
+            path: "sys/health?standbyok=true&perfstandbyok=true",
+            body: None,
+            token: None,
+        };
+        self.inner
+            .nodes
+            .iter()
+            .map(|node| {
+                let r = self.attempt(node, &c, deadline).map(|v| NodeHealth {
+                    standby: v.get("standby").and_then(|b| b.as_bool()).unwrap_or(false),
+                    version: v.get("version").and_then(|s| s.as_str()).unwrap_or("?").to_owned(),
+                });
+                (node.addr.clone(), r)
+            })
+            .collect()
+    }
+
+    /// `GET /v1/<mount>/keys/<key>`: the key's type and versions. Needs
+    /// `read` on that path, which the plugin itself never uses.
+    pub fn read_key(&self, token: &Secret, key: &KeyName, deadline: Instant) -> Result<KeyInfo, VaultError> {
+        let path = format!("{}/keys/{}", key.mount, key.key);
+        let c = Call {
+            op: "read-key",
+            post: false,
+            path: &path,
+            body: None,
+            token: Some(token),
+        };
+        let (addr, v) = self.call(&c, deadline)?;
+        let d = section(&v, "data").ok_or_else(|| bad(&addr, &path, "no data object"))?;
+        let num = |k: &str| d.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
+        let flag = |k: &str| d.get(k).and_then(|b| b.as_bool()).unwrap_or(false);
+        Ok(KeyInfo {
+            kind: d.get("type").and_then(|t| t.as_str()).unwrap_or("?").to_owned(),
+            latest_version: num("latest_version"),
+            min_decryption_version: num("min_decryption_version"),
+            exportable: flag("exportable"),
+            deletion_allowed: flag("deletion_allowed"),
+        })
+    }
+
     /// Sends one call, trying nodes in order of preference within the
     /// deadline. A node that is down, slow, sealed or failing (5xx, 429)
     /// hands over to the next; each untried node keeps a fair share of the
@@ -487,6 +551,7 @@ impl VaultClient {
             }));
         }
         let ns = self.inner.namespace.as_deref();
+        let started = Instant::now();
         let sent = if c.post {
             let req = headers(agent.post(url), c.token, ns).header("Content-Type", "application/json");
             req.config()
@@ -500,11 +565,16 @@ impl VaultClient {
                 .build()
                 .call()
         };
-        let mut resp = sent.map_err(|e| Redirect::Failed(transport_error(addr, e, budget)))?;
+        let record = |status| crate::metrics::metrics().vault_call(c.op, status, started.elapsed());
+        let mut resp = sent.map_err(|e| {
+            record(None);
+            Redirect::Failed(transport_error(addr, e, budget))
+        })?;
         let status = resp.status().as_u16();
         if status == 307 {
             if let Some(loc) = resp.headers().get("location").and_then(|l| l.to_str().ok()) {
                 if loc.len() <= MAX_LOCATION {
+                    record(Some(status));
                     return Err(Redirect::To(loc.to_owned()));
                 }
             }
@@ -514,7 +584,11 @@ impl VaultClient {
             .with_config()
             .limit(MAX_VAULT_RESPONSE)
             .read_to_string()
-            .map_err(|e| Redirect::Failed(transport_error(addr, e, budget)))?;
+            .map_err(|e| {
+                record(None);
+                Redirect::Failed(transport_error(addr, e, budget))
+            })?;
+        record(Some(status));
         if !(200..300).contains(&status) {
             return Err(Redirect::Failed(VaultError::Status {
                 addr: addr.to_owned(),

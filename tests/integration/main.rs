@@ -5,6 +5,7 @@ mod auth;
 mod ha;
 mod harness;
 mod lifecycle;
+mod ops;
 mod session;
 mod vault_faults;
 

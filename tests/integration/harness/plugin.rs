@@ -11,6 +11,9 @@ use super::{wait_for, KmsClient, DEADLINE, START_TIMEOUT};
 pub struct Plugin {
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// `http://127.0.0.1:PORT` of the HTTP endpoints (a free port unless
+    /// the test passed its own `--http-addr`).
+    pub http: String,
     child: Option<Child>,
 }
 
@@ -42,6 +45,17 @@ impl Plugin {
         let f = std::fs::File::create(&log).unwrap();
         let mut args = vec!["serve".to_owned(), "--socket".to_owned(), socket.display().to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
+        // Parallel tests must not share the default 127.0.0.1:8787.
+        let http_port = super::free_port();
+        let given = extra.iter().position(|a| *a == "--http-addr");
+        let http = match given.and_then(|i| extra.get(i + 1)) {
+            Some(addr) => format!("http://{addr}"),
+            None => {
+                args.push("--http-addr".into());
+                args.push(format!("127.0.0.1:{http_port}"));
+                format!("http://127.0.0.1:{http_port}")
+            }
+        };
         let child = Command::new(plugin_bin())
             .args(&args)
             .env_clear()
@@ -56,6 +70,7 @@ impl Plugin {
         Plugin {
             socket: socket.to_owned(),
             log,
+            http,
             child: Some(child),
         }
     }

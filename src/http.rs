@@ -1,0 +1,173 @@
+//! The operator's HTTP endpoints on `--http-addr`, served with std's
+//! TcpListener and a thread per connection (no async runtime):
+//!
+//! - `/livez`: the process runs and its Unix socket accepts connections.
+//!   Never looks at Vault: a liveness probe that followed Vault would turn
+//!   a Vault outage into a crash loop of every plugin.
+//! - `/readyz`, `/healthz`: a real transit round trip succeeded recently
+//!   (the same cached, single-flight probe as KMS v2 Status: at most one
+//!   probe per 10 s while healthy, per second while failing); the reason in
+//!   the body when not.
+//! - `/metrics`: Prometheus (OpenMetrics) text.
+//!
+//! Requests are `GET` (or `HEAD`) with a small head; every connection is
+//! closed after one answer.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::limits::WORKER_STACK;
+use crate::metrics::{metrics, Snapshot};
+use crate::server::Shared;
+
+/// Connections served at once. Probes and a scraper need a handful; more
+/// are closed at once so a flood cannot take threads from KMS requests.
+const MAX_CONNECTIONS: usize = 16;
+/// Reading the request and writing the answer each get this long: kubelet
+/// probes time out after 1 s by default and Prometheus after 10 s; a
+/// client slower than this is not one of them.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A probe's or scraper's request head is a few hundred bytes.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// Binds the listener (before the plugin's socket exists, so a taken port
+/// stops start-up).
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).map_err(|e| format!("cannot listen on --http-addr {addr}: {e}"))
+}
+
+/// Serves the endpoints on a background thread for the process's life.
+pub fn spawn(listener: TcpListener, shared: Shared, socket: PathBuf) -> std::io::Result<()> {
+    let active = Arc::new(AtomicUsize::new(0));
+    let socket = Arc::new(socket);
+    std::thread::Builder::new().name("http-accept".into()).spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(stream) = conn else { continue };
+            if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                active.fetch_sub(1, Ordering::AcqRel);
+                continue; // dropped: closed without an answer
+            }
+            let (active2, shared2, socket2) = (active.clone(), shared.clone(), socket.clone());
+            let spawned = std::thread::Builder::new()
+                .name("http-conn".into())
+                .stack_size(WORKER_STACK)
+                .spawn(move || {
+                    handle(stream, &shared2, &socket2);
+                    active2.fetch_sub(1, Ordering::AcqRel);
+                });
+            if spawned.is_err() {
+                active.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    })?;
+    Ok(())
+}
+
+struct Answer {
+    code: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+fn text(code: u16, body: String) -> Answer {
+    Answer {
+        code,
+        content_type: "text/plain; charset=utf-8",
+        body,
+    }
+}
+
+fn handle(mut stream: TcpStream, shared: &Shared, socket: &std::path::Path) {
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let (method, answer) = match read_head(&mut stream) {
+        Ok((method, path)) => {
+            let a = if method != "GET" && method != "HEAD" {
+                text(405, "only GET\n".into())
+            } else {
+                route(&path, shared, socket)
+            };
+            (method, a)
+        }
+        Err(why) => (String::new(), text(400, format!("{why}\n"))),
+    };
+    let reason = match answer.code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        answer.code,
+        answer.content_type,
+        answer.body.len()
+    );
+    if method != "HEAD" {
+        out.push_str(&answer.body);
+    }
+    let _ = stream.write_all(out.as_bytes());
+    let _ = stream.flush();
+}
+
+fn route(path: &str, shared: &Shared, socket: &std::path::Path) -> Answer {
+    match path {
+        "/livez" => match UnixStream::connect(socket) {
+            Ok(_) => text(200, "ok\n".into()),
+            Err(e) => text(503, format!("socket {} does not accept: {e}\n", socket.display())),
+        },
+        "/readyz" | "/healthz" => {
+            let r = shared.kms().status();
+            match r.healthy {
+                Ok(()) => text(200, format!("ok\nkey_id {}\n", r.key_id.unwrap_or_default())),
+                Err(why) => text(503, format!("not ready: {why}\n")),
+            }
+        }
+        "/metrics" => {
+            let (ready, key_version, token_ttl) = shared.kms().snapshot();
+            Answer {
+                code: 200,
+                content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body: metrics().render(&Snapshot {
+                    in_flight: shared.in_flight(),
+                    token_ttl,
+                    key_version,
+                    ready,
+                }),
+            }
+        }
+        _ => text(404, "endpoints: /livez /readyz /healthz /metrics\n".into()),
+    }
+}
+
+/// Reads up to the end of the request head; returns method and path (the
+/// query string dropped).
+fn read_head(stream: &mut TcpStream) -> Result<(String, String), String> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream
+            .read(&mut chunk)
+            .map_err(|e| format!("reading the request: {e}"))?;
+        if n == 0 {
+            return Err("connection closed before the request ended".into());
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        if buf.len() > MAX_HEAD {
+            return Err(format!("request head larger than {MAX_HEAD} bytes"));
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.lines().next().unwrap_or_default().split(' ');
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return Err("malformed request line".into());
+    };
+    let path = target.split('?').next().unwrap_or_default();
+    Ok((method.to_owned(), path.to_owned()))
+}
