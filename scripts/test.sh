@@ -12,6 +12,8 @@ ensure_bao
 BAO_BIN="$(find_bao)"
 export BAO_BIN
 echo "==> OpenBao: $("$BAO_BIN" version)"
+# PyYAML: the deploy tests parse every manifest in deploy/ with it.
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml || apt_install python3-yaml
 
 cargo fmt --check
 
