@@ -80,6 +80,11 @@ ensure_test_python() {
     export TEST_PYTHON
 }
 
+# systemd-analyze, which verifies deploy/systemd/trousseau.service.
+ensure_systemd_analyze() {
+    command -v systemd-analyze >/dev/null || apt_install systemd
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

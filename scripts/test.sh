@@ -13,6 +13,7 @@ BAO_BIN="$(find_bao)"
 export BAO_BIN
 echo "==> OpenBao: $("$BAO_BIN" version)"
 ensure_test_python
+ensure_systemd_analyze
 echo "==> Python for output parsers: $TEST_PYTHON"
 
 cargo fmt --check

@@ -5,6 +5,9 @@
 # sets token_no_default_policy), which lets the plugin look up and renew its
 # own token. During a key migration (--decrypt-key old), also grant "update"
 # on transit/decrypt/old.
+#
+# deploy/vault/setup.sh writes exactly this policy (for its default mount and
+# key) as policy "trousseau"; tests/integration/deploy.rs checks they agree.
 path "transit/encrypt/kube" {
   capabilities = ["update"]
 }

@@ -2,6 +2,7 @@
 //! driven by a grpcio client, against real OpenBao servers started here.
 
 mod auth;
+mod deploy;
 mod ha;
 mod harness;
 mod lifecycle;

@@ -7,11 +7,6 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The Python that has prometheus_client (scripts/test.sh sets it up).
-fn test_python() -> String {
-    std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 fn http_get(url: &str) -> (u16, String) {
     let mut r = agent().get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
     (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())

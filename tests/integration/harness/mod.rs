@@ -105,6 +105,12 @@ pub fn bao_bin() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// The Python that has the parsers the tests use (prometheus_client,
+/// PyYAML): `TEST_PYTHON` as scripts/test.sh sets it, else `python3`.
+pub fn test_python() -> String {
+    std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 pub(crate) fn agent() -> ureq::Agent {
     // The harness only talks to OpenBao servers it started on loopback; the
     // dev TLS server's self-made CA is not worth pinning here.
