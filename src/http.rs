@@ -28,9 +28,10 @@ use crate::server::Shared;
 /// Connections served at once. Probes and a scraper need a handful; more
 /// are closed at once so a flood cannot take threads from KMS requests.
 const MAX_CONNECTIONS: usize = 16;
-/// Reading the request and writing the answer each get this long: kubelet
-/// probes time out after 1 s by default and Prometheus after 10 s; a
-/// client slower than this is not one of them.
+/// Reading the whole request head, and writing the answer, each get this
+/// long: kubelet probes time out after 1 s by default and Prometheus after
+/// 10 s; a client slower than this is not one of them (and a slow-drip
+/// client cannot hold one of the few connections longer).
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A probe's or scraper's request head is a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;
@@ -151,7 +152,11 @@ fn route(path: &str, shared: &Shared, socket: &std::path::Path) -> Answer {
 fn read_head(stream: &mut TcpStream) -> Result<(String, String), String> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
+    let started = std::time::Instant::now();
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if started.elapsed() > IO_TIMEOUT {
+            return Err(format!("request head not complete within {IO_TIMEOUT:?}"));
+        }
         let n = stream
             .read(&mut chunk)
             .map_err(|e| format!("reading the request: {e}"))?;

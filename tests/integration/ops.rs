@@ -281,3 +281,43 @@ fn probe_command_reports_each_call() {
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("FAIL") && out.contains("UNAVAILABLE"), "{out}");
 }
+
+/// Bad HTTP input gets a clear status and leaves the endpoints working.
+#[test]
+fn http_endpoints_refuse_bad_requests() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("http-bad");
+    let bao = Bao::dev(dir.path());
+    let p = Plugin::start(dir.path(), &bao.addr, &bao.token, &[]);
+    let hostport = p.http.trim_start_matches("http://").to_owned();
+    let raw = |req: &[u8]| -> String {
+        let mut s = std::net::TcpStream::connect(&hostport).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(req);
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(raw(b"GARBAGE\r\n\r\n").starts_with("HTTP/1.1 400"));
+    assert!(raw(&vec![b'a'; 9000]).starts_with("HTTP/1.1 400"));
+    assert!(raw(b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").starts_with("HTTP/1.1 405"));
+    let head = raw(b"HEAD /livez HTTP/1.1\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+        "{head:?}"
+    );
+    // A client that never finishes its request is cut off; others are served.
+    let mut idle = std::net::TcpStream::connect(&hostport).unwrap();
+    idle.write_all(b"GET /livez HTTP/1.1\r\n").unwrap();
+    assert_eq!(http_get(&format!("{}/livez", p.http)).0, 200);
+    idle.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let t = Instant::now();
+    let mut out = String::new();
+    let _ = idle.read_to_string(&mut out);
+    assert!(
+        t.elapsed() < Duration::from_secs(12),
+        "slow client held {:?}",
+        t.elapsed()
+    );
+    assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "{out:?}");
+}
