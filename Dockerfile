@@ -56,7 +56,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # The binary verifies Vault with its bundled Mozilla roots or --vault-cacert;
 # the image's CA bundle (/etc/ssl/certs) is there for tools and mounts.
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=builder /trousseau /trousseau
+# /usr/local/bin, where deploy/'s manifests and docs call it.
+COPY --from=builder /trousseau /usr/local/bin/trousseau
 # uid/gid 65532 (`nonroot`), numeric so that a pod's runAsNonRoot can be
 # checked by the kubelet. The socket's directory must be writable by that uid: a
 # Deployment can use an emptyDir or a hostPath chowned to 65532 (or
@@ -64,5 +65,5 @@ COPY --from=builder /trousseau /trousseau
 # kube-apiserver usually runs as root instead (securityContext.runAsUser: 0);
 # the socket is created mode 0600, which root can always reach.
 USER 65532:65532
-ENTRYPOINT ["/trousseau"]
+ENTRYPOINT ["/usr/local/bin/trousseau"]
 CMD ["serve", "--config", "/etc/trousseau/config.json"]
