@@ -979,3 +979,21 @@ fn vault_agent_sidecar_renders_the_config_and_token_the_plugin_serves_with() {
     assert!(!plugin.log_text().contains(token.trim()), "token in plugin log");
     assert!(!agent.log_text().contains(token.trim()), "token in agent log");
 }
+
+/// The image puts the binary where every manifest calls it.
+#[test]
+fn image_entrypoint_matches_the_manifests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = read(&root.join("Dockerfile"));
+    assert!(
+        dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/trousseau\"]"),
+        "Dockerfile ENTRYPOINT moved"
+    );
+    for f in [
+        "kubeadm/trousseau.yaml",
+        "daemonset/trousseau.yaml",
+        "daemonset/trousseau-vault-agent.yaml",
+    ] {
+        assert!(read(&deploy(f)).contains("/usr/local/bin/trousseau"), "{f}");
+    }
+}
