@@ -24,6 +24,7 @@ GNU=x86_64-unknown-linux-gnu
 route="${STATIC_ROUTE:-}"
 out=target/static
 ensure_build_deps
+command -v file >/dev/null || apt_install file
 
 # zig from PyPI: into the current Python when pip allows it, else a venv
 # (the same venv lib.sh uses for OpenBao).

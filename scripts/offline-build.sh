@@ -32,7 +32,7 @@ else
     echo "==> not root or no unshare: building without network isolation (--offline only)" >&2
 fi
 
-echo "==> cargo build --locked --offline ${profile[*]} (fresh CARGO_HOME and target dir)" >&2
+echo "==> cargo build --locked --offline${profile[*]:+ ${profile[*]}} (fresh CARGO_HOME and target dir)" >&2
 start=$(date +%s)
 "${isolate[@]}" env CARGO_HOME="$work/cargo-home" CARGO_NET_OFFLINE=true CARGO_TARGET_DIR="$work/target" \
     cargo build --locked --offline "${profile[@]}" --bin trousseau
@@ -41,4 +41,6 @@ secs=$(($(date +%s) - start))
 dir=debug
 [ ${#profile[@]} -gt 0 ] && dir=release
 "$work/target/$dir/trousseau" --version
-echo "==> offline build OK in ${secs}s ($dir; registry cache untouched: $(find "$work/cargo-home" -mindepth 1 -maxdepth 1 -printf '%f ' | sed 's/ $//'))"
+# Nothing was downloaded or unpacked: the fresh CARGO_HOME has no registry/.
+[ ! -e "$work/cargo-home/registry" ] || { echo "CARGO_HOME gained a registry/ directory" >&2; exit 1; }
+echo "==> offline build OK in ${secs}s ($dir build; CARGO_HOME still holds no registry/)"

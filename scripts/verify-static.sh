@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 bin="${1:-target/static/trousseau}"
 [ -x "$bin" ] || { echo "no binary at $bin (run scripts/build-static.sh)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "needs root (chroot, mknod)" >&2; exit 2; }
+command -v file >/dev/null || apt_install file
 kind="$(file -b "$bin")"
 case "$kind" in
 *"statically linked"* | *"static-pie linked"*) ;;
