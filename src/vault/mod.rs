@@ -265,24 +265,10 @@ impl VaultClient {
         plaintext: &[u8],
         deadline: Instant,
     ) -> Result<VaultCiphertext, VaultError> {
-        let path = format!("{}/encrypt/{}", key.mount, key.key);
         let b64 = base64::engine::general_purpose::STANDARD.encode(plaintext);
         let body = serde_json::json!({ "plaintext": b64 }).to_string();
-        let (addr, v) = self.call(
-            &Call {
-                op: "encrypt",
-                post: true,
-                path: &path,
-                body: Some(&body),
-                token: Some(token),
-            },
-            deadline,
-        )?;
-        let ct = section(&v, "data")
-            .and_then(|d| d.get("ciphertext"))
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| bad(&addr, &path, "no data.ciphertext"))?;
-        VaultCiphertext::parse(ct, "vault's ciphertext").map_err(|e| bad(&addr, &path, &e.to_string()))
+        let (addr, path, ct) = self.transit("encrypt", token, key, &body, "ciphertext", deadline)?;
+        VaultCiphertext::parse(&ct, "vault's ciphertext").map_err(|e| bad(&addr, &path, &e.to_string()))
     }
 
     /// `POST /v1/<mount>/decrypt/<key>`; returns the plaintext bytes exactly
@@ -294,26 +280,40 @@ impl VaultClient {
         ct: &VaultCiphertext,
         deadline: Instant,
     ) -> Result<Vec<u8>, VaultError> {
-        let path = format!("{}/decrypt/{}", key.mount, key.key);
         let body = serde_json::json!({ "ciphertext": ct.as_str() }).to_string();
-        let (addr, v) = self.call(
-            &Call {
-                op: "decrypt",
-                post: true,
-                path: &path,
-                body: Some(&body),
-                token: Some(token),
-            },
-            deadline,
-        )?;
         // Vault omits `plaintext` for an empty plaintext; we never encrypt one.
-        let pt = section(&v, "data")
-            .and_then(|d| d.get("plaintext"))
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| bad(&addr, &path, "no data.plaintext"))?;
+        let (addr, path, pt) = self.transit("decrypt", token, key, &body, "plaintext", deadline)?;
         base64::engine::general_purpose::STANDARD
             .decode(pt)
             .map_err(|_| bad(&addr, &path, "data.plaintext is not base64"))
+    }
+
+    /// `POST /v1/<mount>/<op>/<key>` with `body`; returns the answering
+    /// node, the path (both for error messages) and `data.<field>`.
+    fn transit(
+        &self,
+        op: &'static str,
+        token: &Secret,
+        key: &KeyName,
+        body: &str,
+        field: &str,
+        deadline: Instant,
+    ) -> Result<(String, String, String), VaultError> {
+        let path = format!("{}/{op}/{}", key.mount, key.key);
+        let c = Call {
+            op,
+            post: true,
+            path: &path,
+            body: Some(body),
+            token: Some(token),
+        };
+        let (addr, v) = self.call(&c, deadline)?;
+        let value = section(&v, "data")
+            .and_then(|d| d.get(field))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| bad(&addr, &path, &format!("no data.{field}")))?;
+        Ok((addr, path, value))
     }
 
     /// `GET /v1/auth/token/lookup-self`: is the token valid, and its lease.
