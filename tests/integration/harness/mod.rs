@@ -4,7 +4,7 @@
 //! dir. Every process started here is stopped by pid when its owner drops;
 //! a failing test prints the logs.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 mod bao;
 mod cluster;
@@ -21,6 +21,7 @@ pub use cluster::{Cluster, ClusterOpts};
 pub use credentials::*;
 pub use jwt::{now, JwtSigner};
 pub use load::{BlackHole, Figures, Load, Outcome};
+pub(crate) use pki::openssl;
 pub use pki::{Pki, CLIENT_CN};
 pub use plugin::{plugin_bin, Plugin};
 pub use proxy::{FaultProxy, ProxyMode};

@@ -17,8 +17,11 @@ pub struct Plugin {
     child: Option<Child>,
 }
 
+/// The binary under test: `TROUSSEAU_BIN` when set (scripts/e2e.sh points
+/// it at the release build), else the one cargo built for this test target.
 pub fn plugin_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_trousseau")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("TROUSSEAU_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_trousseau").to_owned()))
 }
 
 impl Plugin {
