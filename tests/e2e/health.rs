@@ -2,20 +2,7 @@
 //! follow OpenBao's availability through the plugin, the plugin stays alive
 //! through the outage, and everything recovers with no restart.
 
-use std::time::Duration;
-
-use crate::stack::{figure, http_get, poll, Stack, StackOpts};
-
-/// From OpenBao's stop to a failing `/healthz/kms-providers`: the plugin's
-/// cached probe answers for up to 10 s, the apiserver polls a healthy
-/// plugin every 60 s (kmsv2PluginHealthzPositiveInterval) and caches an ok
-/// health result for 20 s; plus a margin for a loaded machine.
-const FAILURE_SEEN: Duration = Duration::from_secs(120);
-/// From OpenBao's return to ok: the plugin re-probes every second while
-/// failing, the apiserver polls a failing plugin every 10 s and caches a
-/// failing result for 3 s; plus a margin.
-const RECOVERY_SEEN: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(500);
+use crate::stack::{figure, http_get, poll, Stack, StackOpts, FAILURE_SEEN, HEALTH_POLL as POLL, RECOVERY_SEEN};
 
 #[test]
 fn check2_health_follows_openbao_without_restarts() {

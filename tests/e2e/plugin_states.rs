@@ -4,20 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::stack::{figure, poll, Stack, StackOpts};
+use crate::stack::{figure, poll, Stack, StackOpts, FAILURE_SEEN, HEALTH_POLL as POLL, RECOVERY_SEEN};
 
 /// How long the apiserver is watched without a plugin: long enough for it
 /// to have finished starting everything else (about 10 s here).
 const WITHOUT_PLUGIN: Duration = Duration::from_secs(20);
-/// From the plugin's socket to ok: the apiserver retries a failing plugin
-/// every 10 s (kmsv2PluginHealthzNegativeInterval) and caches a failing
-/// health result for 3 s; plus a margin for a loaded machine.
-const READY_AFTER_PLUGIN: Duration = Duration::from_secs(60);
-/// From a dead plugin to a failing health check: a healthy plugin is polled
-/// every 60 s and an ok result cached 20 s; plus a margin.
-const FAILURE_SEEN: Duration = Duration::from_secs(120);
-const POLL: Duration = Duration::from_millis(500);
-
 #[test]
 fn check8_apiserver_waits_for_a_plugin_that_starts_late() {
     let mut s = Stack::start(
@@ -50,7 +41,7 @@ fn check8_apiserver_waits_for_a_plugin_that_starts_late() {
     assert!(verbose.contains("[-]kms-providers"), "{verbose}");
 
     s.start_plugin();
-    let (_, took) = poll("/readyz after the plugin started", READY_AFTER_PLUGIN, POLL, || {
+    let (_, took) = poll("/readyz after the plugin started", RECOVERY_SEEN, POLL, || {
         (s.apiserver.api.get_text("/readyz").0 == 200).then_some(())
     });
     s.apiserver.api.create_secret_ok("default", "late", &[("v", b"late")]);
@@ -82,7 +73,7 @@ fn check8_plugin_killed_and_restarted_over_a_stale_socket() {
     assert_eq!(s.apiserver.api.secret_value("default", "before-kill", "v"), b"one");
 
     s.start_plugin();
-    let (_, recovered_after) = poll("healthz/kms-providers to recover", FAILURE_SEEN, POLL, || {
+    let (_, recovered_after) = poll("healthz/kms-providers to recover", RECOVERY_SEEN, POLL, || {
         (s.apiserver.api.get_text("/healthz/kms-providers").0 == 200).then_some(())
     });
     s.apiserver

@@ -8,10 +8,10 @@ use std::time::Duration;
 use crate::at_rest::{stored_versions, Kms};
 use crate::stack::{figure, poll, Stack};
 
-/// The apiserver polls a healthy v2 plugin's Status every 60 s
-/// (kmsv2PluginHealthzPositiveInterval); the plugin's own cached probe
-/// notices a new key version within 10 s (its healthy-probe interval).
-/// Plus a margin for a loaded 2-core machine.
+/// Nothing polls the apiserver's health endpoints during this wait, so it
+/// learns the new key_id from its background Status call, every 60 s while
+/// healthy (see stack.rs); the plugin's own probe notices the new version
+/// within 10 s. Plus a margin for a loaded 2-core machine.
 const NEW_KEY_REACHES_WRITES: Duration = Duration::from_secs(100);
 /// How often a check writes a fresh Secret while waiting for the new key.
 const WRITE_EVERY: Duration = Duration::from_secs(2);

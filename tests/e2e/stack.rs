@@ -20,6 +20,25 @@ pub const PROVIDER: &str = "trousseau";
 /// Measured here: well under a second.
 const PLUGIN_START: Duration = Duration::from_secs(30);
 
+// How kube-apiserver watches a KMS v2 plugin (k8s.io/apiserver v0.37.2,
+// pkg/server/options/encryptionconfig/config.go): a background Status call
+// every 60 s while healthy and every 10 s while failing
+// (kmsv2PluginHealthz{Positive,Negative}Interval), and a kms-providers
+// health check (on /healthz and /readyz, not /livez) that calls Status
+// itself when its last result is older than 20 s if ok, 3 s if failing
+// (kmsPluginHealthz{Positive,Negative}TTL). The plugin's own probe answers
+// from a result at most 10 s old while healthy, 1 s while failing.
+
+/// From a dead plugin or Vault to a failing kms-providers check, for a
+/// client polling it: 10 s (plugin cache) + 20 s (apiserver cache), plus a
+/// wide margin for a loaded 2-core machine. Measured here: 15 to 19 s.
+pub const FAILURE_SEEN: Duration = Duration::from_secs(120);
+/// From a plugin (or Vault) back to ok: 1 s (plugin) + 3 s (apiserver),
+/// plus the same margin. Measured here: 3 to 4 s.
+pub const RECOVERY_SEEN: Duration = Duration::from_secs(60);
+/// How often the checks poll the apiserver's health endpoints.
+pub const HEALTH_POLL: Duration = Duration::from_millis(500);
+
 pub struct StackOpts {
     /// `deploy/` file for `--encryption-provider-config`; `None` runs the
     /// apiserver without one (plain, identity storage).
