@@ -11,6 +11,8 @@
 #     namespace (no interface but a down loopback): a build step that tried
 #     the network would fail.
 # usage: scripts/offline-build.sh [--release]   (default: a debug build)
+# With OFFLINE_BUILD_OUT=PATH the binary built is copied there (scripts/test.sh
+# hands the release one to the end-to-end suite, so CI builds it once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -41,6 +43,10 @@ secs=$(($(date +%s) - start))
 dir=debug
 [ ${#profile[@]} -gt 0 ] && dir=release
 "$work/target/$dir/trousseau" --version
+if [ -n "${OFFLINE_BUILD_OUT:-}" ]; then
+    mkdir -p "$(dirname "$OFFLINE_BUILD_OUT")"
+    cp "$work/target/$dir/trousseau" "$OFFLINE_BUILD_OUT"
+fi
 # Nothing was downloaded or unpacked: the fresh CARGO_HOME has no registry/.
 [ ! -e "$work/cargo-home/registry" ] || { echo "CARGO_HOME gained a registry/ directory" >&2; exit 1; }
 echo "==> offline build OK in ${secs}s ($dir build; CARGO_HOME still holds no registry/)"
