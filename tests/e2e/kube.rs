@@ -59,11 +59,14 @@ pub fn deploy(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(rel)
 }
 
-/// Runs `cmd` to completion with `stdin` fed to it, killed after `bound`.
+/// Runs `cmd` to completion with `stdin` fed to it; after `bound` it is
+/// killed with everything it started (its own process group).
 pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, bound: Duration) -> Output {
     use std::io::Write as _;
+    use std::os::unix::process::CommandExt as _;
     let shown = format!("{cmd:?}");
     let mut child = cmd
+        .process_group(0)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -84,7 +87,7 @@ pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, bound: Duration) -> O
         out
     });
     if rx.recv_timeout(bound).is_err() {
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
         panic!("{shown} did not finish within {bound:?}");
     }
     if let Some(f) = feeder {
@@ -689,4 +692,33 @@ fn decode_v2_reads_every_field_and_refuses_a_foreign_prefix() {
         (b"d".to_vec(), "k", b"s".to_vec(), 1, 1)
     );
     assert!(std::panic::catch_unwind(|| decode_v2(&raw, "other")).is_err());
+}
+
+#[test]
+fn run_bounded_kills_what_the_command_started_when_time_runs_out() {
+    let dir = crate::harness::TempDir::new("run-bounded");
+    let pidfile = dir.path().join("child.pid");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("sleep 60 & echo $! > {}; wait", pidfile.display()));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_bounded(cmd, None, Duration::from_secs(1))
+    }));
+    assert!(r.is_err(), "a command past its bound must fail the check");
+    let pid = read(&pidfile).trim().to_owned();
+    assert!(!pid.is_empty());
+    // Gone, or a zombie waiting for init to reap it: not running.
+    let start = Instant::now();
+    loop {
+        let stat = read(Path::new(&format!("/proc/{pid}/stat")));
+        let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+        if matches!(state, None | Some("Z")) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "sleep {pid} still running: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
