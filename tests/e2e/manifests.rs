@@ -61,6 +61,69 @@ fn dry_run(s: &Stack, what: &str, stdin: Option<&[u8]>) -> Vec<String> {
     out.lines().map(str::to_owned).collect()
 }
 
+/// The objects the apiserver would store for `what`, as JSON, with what
+/// differs between any two applies (server-set metadata, kubectl's
+/// last-applied annotation) and the chart's `checksum/config` removed.
+fn as_stored(s: &Stack, what: &str, stdin: Option<&[u8]>) -> Vec<serde_json::Value> {
+    let out = s.apiserver.kubectl_ok(
+        &[
+            "apply",
+            "--dry-run=server",
+            "--validate=strict",
+            "-o",
+            "json",
+            "-f",
+            what,
+        ],
+        stdin,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("kubectl -o json");
+    let mut items = match v["kind"].as_str() {
+        Some("List") => v["items"].as_array().cloned().unwrap_or_default(),
+        _ => vec![v],
+    };
+    for it in &mut items {
+        if let Some(m) = it["metadata"].as_object_mut() {
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "resourceVersion",
+                "managedFields",
+                "generation",
+            ] {
+                m.remove(k);
+            }
+            if let Some(a) = m.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+                a.remove("kubectl.kubernetes.io/last-applied-configuration");
+                a.remove("deprecated.daemonset.template.generation");
+            }
+        }
+        if let Some(a) = it
+            .pointer_mut("/spec/template/metadata/annotations")
+            .and_then(|a| a.as_object_mut())
+        {
+            a.remove("checksum/config");
+        }
+        for meta in ["/metadata", "/spec/template/metadata"] {
+            if let Some(m) = it.pointer_mut(meta).and_then(|m| m.as_object_mut()) {
+                if m.get("annotations")
+                    .and_then(|a| a.as_object())
+                    .is_some_and(|a| a.is_empty())
+                {
+                    m.remove("annotations");
+                }
+            }
+        }
+        // config.json compared as JSON, not as text.
+        if let Some(c) = it.pointer_mut("/data/config.json") {
+            let parsed = serde_json::from_str(c.as_str().unwrap_or("")).expect("config.json is JSON");
+            *c = parsed;
+        }
+    }
+    items.sort_by_key(|it| format!("{}/{}", it["kind"], it["metadata"]["name"]));
+    items
+}
+
 #[test]
 fn check7_shipped_manifests_and_helm_chart_pass_server_side_validation() {
     let s = Stack::start("manifests", Default::default());
@@ -122,6 +185,19 @@ fn check7_shipped_manifests_and_helm_chart_pass_server_side_validation() {
             "helm template ({name}): {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if values.is_none() {
+            // The chart's README promises the plain manifest's objects.
+            let plain = as_stored(&s, &deploy("daemonset/trousseau.yaml").display().to_string(), None);
+            let chart = as_stored(&s, "-", Some(&out.stdout));
+            assert_eq!(chart.len(), plain.len(), "helm defaults vs daemonset/trousseau.yaml");
+            for (c, p) in chart.iter().zip(&plain) {
+                assert_eq!(
+                    c, p,
+                    "helm defaults differ from daemonset/trousseau.yaml in {} {}",
+                    p["kind"], p["metadata"]["name"]
+                );
+            }
+        }
         let objects = kinds(&String::from_utf8_lossy(&out.stdout)).len();
         let accepted = dry_run(&s, "-", Some(&out.stdout));
         assert_eq!(accepted.len(), objects, "helm ({name}): {accepted:?}");
