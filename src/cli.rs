@@ -184,7 +184,7 @@ fn run_inner(args: Vec<OsString>) -> Result<(), Failure> {
             if cmd == "check" {
                 return crate::check::run(&cfg).map_err(Failure::Runtime);
             }
-            crate::server::serve(cfg).map_err(|e| Failure::Runtime(e.to_string()))
+            crate::daemon::serve(cfg).map_err(|e| Failure::Runtime(e.to_string()))
         }
         "probe" => {
             if wants_help(&args) {

@@ -56,3 +56,9 @@ pub const PROBE_PLAINTEXT: &[u8] = b"trousseau-health-probe";
 /// needs far less than Rust's 2 MiB default; 1 MiB keeps a wide margin
 /// while halving the address space a full in-flight cap reserves.
 pub const WORKER_STACK: usize = 1024 * 1024;
+
+/// gRPC completion-queue threads. Handlers only hand work to a new thread,
+/// so two (one per core of a typical control-plane VM) are plenty.
+pub const GRPC_CQ_COUNT: usize = 2;
+/// After the drain deadline, how long gRPC gets to cancel what is left.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(1);

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use grpcio::{CallOption, ChannelBuilder, EnvBuilder};
 
+use crate::grpc::{V1_API_VERSION, V2_API_VERSION};
 use crate::proto::{v1beta1, v2};
-use crate::server::{V1_API_VERSION, V2_API_VERSION};
 
 /// Clients for both services over one channel, like the apiserver's.
 pub struct KmsClient {

@@ -1,8 +1,9 @@
 //! KMS v1beta1 adapter: translates `v1beta1.KeyManagementService` messages
 //! to the core and back. No Vault logic here.
 
-use grpcio::{RpcContext, RpcStatus, RpcStatusCode, UnarySink};
+use grpcio::{RpcContext, UnarySink};
 
+use super::status::to_rpc_status;
 use super::{dispatch, reply_inline, Shared};
 use crate::envelope::{parse_v1_cipher, v1_cipher};
 use crate::kms::KmsError;
@@ -37,7 +38,7 @@ impl KeyManagementService for V1 {
                 resp.runtime_version = env!("CARGO_PKG_VERSION").to_owned();
                 Ok(resp)
             }
-            Err(e) => Err(RpcStatus::with_message(RpcStatusCode::INVALID_ARGUMENT, e.to_string())),
+            Err(e) => Err(to_rpc_status(&e)),
         };
         reply_inline(&ctx, sink, r);
     }

@@ -21,9 +21,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::kms::{Gauges, StatusReport};
 use crate::limits::WORKER_STACK;
 use crate::metrics::{metrics, Snapshot};
-use crate::server::Shared;
+
+/// What the endpoints need to know, and nothing more: the plugin's health
+/// (the same cached, single-flight probe as KMS v2 Status), its gauges and
+/// the requests in flight.
+pub trait Observed: Send + Sync + 'static {
+    fn status(&self) -> StatusReport;
+    fn gauges(&self) -> Gauges;
+    fn in_flight(&self) -> usize;
+}
+
+type View = Arc<dyn Observed>;
 
 /// Connections served at once. Probes and a scraper need a handful; more
 /// are closed at once so a flood cannot take threads from KMS requests.
@@ -43,7 +54,7 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 }
 
 /// Serves the endpoints on a background thread for the process's life.
-pub fn spawn(listener: TcpListener, shared: Shared, socket: PathBuf) -> std::io::Result<()> {
+pub fn spawn(listener: TcpListener, shared: View, socket: PathBuf) -> std::io::Result<()> {
     let active = Arc::new(AtomicUsize::new(0));
     let socket = Arc::new(socket);
     std::thread::Builder::new().name("http-accept".into()).spawn(move || {
@@ -83,7 +94,7 @@ fn text(code: u16, body: String) -> Answer {
     }
 }
 
-fn handle(mut stream: TcpStream, shared: &Shared, socket: &std::path::Path) {
+fn handle(mut stream: TcpStream, shared: &View, socket: &std::path::Path) {
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let (method, answer) = match read_head(&mut stream) {
@@ -117,29 +128,29 @@ fn handle(mut stream: TcpStream, shared: &Shared, socket: &std::path::Path) {
     let _ = stream.flush();
 }
 
-fn route(path: &str, shared: &Shared, socket: &std::path::Path) -> Answer {
+fn route(path: &str, shared: &View, socket: &std::path::Path) -> Answer {
     match path {
         "/livez" => match UnixStream::connect(socket) {
             Ok(_) => text(200, "ok\n".into()),
             Err(e) => text(503, format!("socket {} does not accept: {e}\n", socket.display())),
         },
         "/readyz" | "/healthz" => {
-            let r = shared.kms().status();
+            let r = shared.status();
             match r.healthy {
                 Ok(()) => text(200, format!("ok\nkey_id {}\n", r.key_id.unwrap_or_default())),
                 Err(why) => text(503, format!("not ready: {why}\n")),
             }
         }
         "/metrics" => {
-            let (ready, key_version, token_ttl) = shared.kms().snapshot();
+            let g = shared.gauges();
             Answer {
                 code: 200,
                 content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 body: metrics().render(&Snapshot {
                     in_flight: shared.in_flight(),
-                    token_ttl,
-                    key_version,
-                    ready,
+                    token_ttl: g.token_ttl,
+                    key_version: g.key_version,
+                    ready: g.ready,
                 }),
             }
         }

@@ -1,0 +1,165 @@
+//! `trousseau serve`: the composition root, the one place that knows every
+//! part. Start-up order (signals, warnings, Vault client, session, core,
+//! HTTP listener, socket, gRPC), the first health probe, and the drain on
+//! SIGTERM or SIGINT.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::envelope::KeyName;
+use crate::kms::{Gauges, Kms, StatusReport};
+use crate::limits::CANCEL_GRACE;
+use crate::session::Session;
+use crate::vault::VaultClient;
+use crate::{grpc, ops, socket};
+
+/// What the HTTP endpoints see: the core's health and gauges and the
+/// in-flight count, not the gRPC state.
+struct View {
+    kms: Arc<Kms>,
+    in_flight: grpc::InFlight,
+}
+
+impl ops::http::Observed for View {
+    fn status(&self) -> StatusReport {
+        self.kms.status()
+    }
+    fn gauges(&self) -> Gauges {
+        self.kms.gauges()
+    }
+    fn in_flight(&self) -> usize {
+        self.in_flight.count()
+    }
+}
+
+/// A failure that stops `serve` from starting.
+#[derive(Debug)]
+pub struct ServeError(pub String);
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Serves until SIGTERM or SIGINT, then drains and removes the socket.
+pub fn serve(cfg: Config) -> Result<(), ServeError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    // Registered first: a SIGTERM during start-up must also drain cleanly.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| ServeError(format!("cannot install signal handlers: {e}")))?;
+
+    log::info!("trousseau {} starting: {}", env!("CARGO_PKG_VERSION"), cfg.summary());
+    if cfg.vault_skip_verify {
+        log::warn!("TLS VERIFICATION OF VAULT IS DISABLED (VAULT_SKIP_VERIFY / --vault-skip-verify): anyone on the path can read DEKs and the token. Use --vault-cacert instead.");
+    }
+    for addr in &cfg.vault_addrs {
+        if addr.starts_with("http://") && !is_loopback_url(addr) {
+            log::warn!("vault address {addr} is plain HTTP: the token and DEKs cross the network unencrypted");
+        }
+    }
+    if cfg.vault_timeout >= crate::limits::APISERVER_DEFAULT_DEADLINE {
+        log::warn!("--vault-timeout {:?} is not below the apiserver's default KMS timeout (3s); raise the EncryptionConfiguration timeout to match", cfg.vault_timeout);
+    }
+
+    let vault = VaultClient::new(&cfg).map_err(|e| ServeError(format!("vault client: {e}")))?;
+    // Before the socket exists: bad credentials, an unreachable Vault or a
+    // wrong CA stop the plugin here with a message saying which.
+    let session = Session::start(cfg.auth.clone(), vault.clone(), cfg.vault_timeout).map_err(ServeError)?;
+    session
+        .spawn_keeper()
+        .map_err(|e| ServeError(format!("cannot start the session keeper thread: {e}")))?;
+    let key_name = |key: &String| KeyName {
+        mount: cfg.transit_mount.clone(),
+        key: key.clone(),
+    };
+    let kms = Arc::new(Kms::new(
+        vault,
+        session,
+        key_name(&cfg.transit_key),
+        cfg.decrypt_keys.iter().map(key_name).collect(),
+        cfg.vault_timeout,
+    ));
+    let in_flight = grpc::InFlight::new(cfg.max_in_flight);
+
+    let http = cfg.http_addr.map(ops::http::bind).transpose().map_err(ServeError)?;
+    socket::prepare(&cfg.socket).map_err(|e| ServeError(e.to_string()))?;
+    let server =
+        grpc::Server::start(&cfg.socket, grpc::Shared::new(kms.clone(), in_flight.clone())).map_err(ServeError)?;
+    if let Err(e) = socket::restrict(&cfg.socket) {
+        socket::remove(&cfg.socket);
+        return Err(ServeError(e.to_string()));
+    }
+    log::info!("serving KMS v2 and v1beta1 on unix://{}", cfg.socket.display());
+    if let (Some(listener), Some(addr)) = (http, cfg.http_addr) {
+        let view = Arc::new(View {
+            kms: kms.clone(),
+            in_flight: in_flight.clone(),
+        });
+        match ops::http::spawn(listener, view, cfg.socket.clone()) {
+            Ok(()) => log::info!("serving /livez /readyz /healthz /metrics on http://{addr}"),
+            Err(e) => log::error!("cannot start the HTTP endpoints on {addr}: {e}"),
+        }
+    }
+
+    // First health probe in the background: logs whether Vault and the key
+    // work without delaying the socket the apiserver waits for.
+    let probe_kms = kms.clone();
+    let _ = std::thread::Builder::new().name("first-probe".into()).spawn(move || {
+        let r = probe_kms.status();
+        match r.healthy {
+            Ok(()) => log::info!("vault check ok: current key {}", r.key_id.unwrap_or_default()),
+            Err(why) => log::warn!("vault check failed (serving anyway; Status reports unhealthy): {why}"),
+        }
+    });
+
+    let sig = signals.forever().next();
+    log::info!(
+        "received {}; draining {} in-flight requests (at most {:?})",
+        if sig == Some(SIGINT) { "SIGINT" } else { "SIGTERM" },
+        in_flight.count(),
+        cfg.shutdown_timeout
+    );
+
+    let deadline = Instant::now() + cfg.shutdown_timeout;
+    if !server.drain(cfg.shutdown_timeout) {
+        log::warn!(
+            "{} requests were still in flight after {:?}; cancelled them",
+            in_flight.count(),
+            cfg.shutdown_timeout
+        );
+    }
+    // Worker threads finish their bookkeeping right after replying.
+    while in_flight.count() > 0 && Instant::now() < deadline + CANCEL_GRACE {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    socket::remove(&cfg.socket);
+    log::info!("stopped; socket {} removed", cfg.socket.display());
+    Ok(())
+}
+
+fn is_loopback_url(addr: &str) -> bool {
+    let authority = addr.split("://").nth(1).unwrap_or("");
+    if authority.starts_with("[::1]") {
+        return true;
+    }
+    let host = authority.split(':').next().unwrap_or("");
+    host == "localhost" || (host.starts_with("127.") && host.split('.').count() == 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback_url("http://127.0.0.1:8200"));
+        assert!(is_loopback_url("http://localhost:8200"));
+        assert!(is_loopback_url("http://[::1]:8200"));
+        assert!(!is_loopback_url("http://vault.example:8200"));
+        assert!(!is_loopback_url("http://localhost.evil.example:8200"));
+        assert!(!is_loopback_url("http://127.0.0.1.evil.example:8200"));
+    }
+}

@@ -1,0 +1,249 @@
+//! The gRPC layer: both KMS services on one Unix socket, each request on its
+//! own OS thread under the in-flight cap ([`dispatch`]), its outcome logged
+//! and counted, its error mapped to a status in one place ([`status`]).
+//! The adapters ([`v1`], [`v2`]) translate messages and nothing else.
+
+mod status;
+mod v1;
+mod v2;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use grpcio::{ChannelBuilder, EnvBuilder, RpcContext, RpcStatus, ServerBuilder, ServerCredentials, UnarySink};
+
+use crate::kms::{Kms, KmsError};
+use crate::limits::{CANCEL_GRACE, GRPC_CQ_COUNT, MAX_GRPC_MESSAGE, WORKER_STACK};
+use crate::proto;
+use status::to_rpc_status;
+
+pub use v1::API_VERSION as V1_API_VERSION;
+pub use v2::API_VERSION as V2_API_VERSION;
+
+/// The cap on requests handled at once (`--max-in-flight`) and their
+/// count, which `/metrics` also reads.
+#[derive(Clone)]
+pub struct InFlight(Arc<Counter>);
+
+struct Counter {
+    now: AtomicUsize,
+    max: usize,
+}
+
+/// One slot of the in-flight cap, released on drop (also on panic).
+struct Permit(InFlight);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0 .0.now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> InFlight {
+        InFlight(Arc::new(Counter {
+            now: AtomicUsize::new(0),
+            max,
+        }))
+    }
+
+    /// Requests being handled right now.
+    pub fn count(&self) -> usize {
+        self.0.now.load(Ordering::Acquire)
+    }
+
+    fn try_acquire(&self) -> Option<Permit> {
+        let c = &self.0;
+        let mut cur = c.now.load(Ordering::Acquire);
+        loop {
+            if cur >= c.max {
+                return None;
+            }
+            match c
+                .now
+                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(Permit(self.clone())),
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+/// What every handler shares: the core and the in-flight cap.
+#[derive(Clone)]
+pub struct Shared {
+    kms: Arc<Kms>,
+    in_flight: InFlight,
+}
+
+impl Shared {
+    pub fn new(kms: Arc<Kms>, in_flight: InFlight) -> Shared {
+        Shared { kms, in_flight }
+    }
+}
+
+/// Sends a reply from the completion-queue thread (no Vault call involved).
+fn reply_inline<Resp: Send + 'static>(ctx: &RpcContext<'_>, sink: UnarySink<Resp>, r: Result<Resp, RpcStatus>) {
+    let f = match r {
+        Ok(resp) => sink.success(resp),
+        Err(status) => sink.fail(status),
+    };
+    ctx.spawn(async move {
+        if let Err(e) = f.await {
+            log::debug!("reply not delivered: {e}");
+        }
+    });
+}
+
+/// Logs a request's outcome and counts it in the metrics.
+fn log_outcome(api: &'static str, op: &'static str, uid: &str, start: Instant, r: Result<(), &KmsError>) {
+    let took = start.elapsed();
+    crate::metrics::metrics().request(api, op, r.map_or_else(|e| e.class(), |()| "ok"), took);
+    let ms = took.as_secs_f64() * 1000.0;
+    let uid = log_safe_uid(uid);
+    match r {
+        Ok(()) => log::debug!("api={api} op={op} uid={uid} latency_ms={ms:.1} outcome=ok"),
+        Err(e) => log::warn!(
+            "api={api} op={op} uid={uid} latency_ms={ms:.1} outcome={} error=\"{e}\"",
+            e.class()
+        ),
+    }
+}
+
+/// The apiserver sends a UUID; anything else is cut to [`MAX_LOGGED_UID`]
+/// characters of `[A-Za-z0-9-_.]` so a caller cannot forge log lines.
+fn log_safe_uid(uid: &str) -> String {
+    if uid.is_empty() {
+        return "-".to_owned();
+    }
+    uid.chars()
+        .take(MAX_LOGGED_UID)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// A UUID is 36 characters; leave room for other request-id schemes.
+const MAX_LOGGED_UID: usize = 64;
+
+/// Runs `work` on its own thread under the in-flight cap and replies.
+fn dispatch<Resp, F>(
+    ctx: &RpcContext<'_>,
+    sink: UnarySink<Resp>,
+    shared: &Shared,
+    api: &'static str,
+    op: &'static str,
+    uid: String,
+    work: F,
+) where
+    Resp: Send + 'static,
+    F: FnOnce(&Kms) -> Result<Resp, KmsError> + Send + 'static,
+{
+    let start = Instant::now();
+    let refuse = |e: KmsError, sink: UnarySink<Resp>| {
+        log_outcome(api, op, &uid, start, Err(&e));
+        reply_inline(ctx, sink, Err(to_rpc_status(&e)));
+    };
+    if ctx.deadline().exceeded() {
+        return refuse(KmsError::DeadlineExceeded, sink);
+    }
+    let Some(permit) = shared.in_flight.try_acquire() else {
+        return refuse(KmsError::Overloaded(shared.in_flight.0.max), sink);
+    };
+    let kms = shared.kms.clone();
+    let uid2 = uid.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("kms-{op}"))
+        .stack_size(WORKER_STACK)
+        .spawn(move || {
+            let _permit = permit;
+            let result = work(&kms);
+            log_outcome(api, op, &uid2, start, result.as_ref().map(|_| ()));
+            let f = match result {
+                Ok(resp) => sink.success(resp),
+                Err(e) => sink.fail(to_rpc_status(&e)),
+            };
+            if let Err(e) = futures_executor::block_on(f) {
+                log::debug!("api={api} op={op} uid={uid2} reply not delivered: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        // The closure (sink included) was dropped: gRPC cancels the call.
+        log::error!("api={api} op={op} uid={uid} cannot start a worker thread: {e}");
+    }
+}
+
+/// The running gRPC server.
+pub struct Server(grpcio::Server);
+
+impl Server {
+    /// Builds both services and starts serving on the Unix socket `path`
+    /// (which must not exist yet).
+    pub fn start(path: &Path, shared: Shared) -> Result<Server, String> {
+        let env = Arc::new(EnvBuilder::new().cq_count(GRPC_CQ_COUNT).name_prefix("grpc-cq").build());
+        let max_msg = i32::try_from(MAX_GRPC_MESSAGE).unwrap_or(i32::MAX);
+        let args = ChannelBuilder::new(env.clone())
+            .max_receive_message_len(max_msg)
+            .max_send_message_len(max_msg)
+            .build_args();
+        let mut server = ServerBuilder::new(env)
+            .channel_args(args)
+            .register_service(proto::v2::create_service(v2::V2(shared.clone())))
+            .register_service(proto::v1beta1::create_service(v1::V1(shared)))
+            .build()
+            .map_err(|e| format!("cannot build gRPC server: {e}"))?;
+        let addr = format!("unix:{}", path.display());
+        server
+            .add_listening_port(addr.as_str(), ServerCredentials::insecure())
+            .map_err(|_| {
+                format!(
+                    "cannot bind unix socket {}: check that its directory is writable by this user (see the gRPC log line above)",
+                    path.display()
+                )
+            })?;
+        server.start();
+        Ok(Server(server))
+    }
+
+    /// Stops taking calls and waits up to `grace` for those in flight; then
+    /// cancels what is left and gives gRPC [`CANCEL_GRACE`] to do it.
+    /// Returns whether everything finished within `grace`.
+    pub fn drain(mut self, grace: Duration) -> bool {
+        let (tx, rx) = mpsc::channel();
+        let shutdown = self.0.shutdown();
+        let _ = std::thread::Builder::new().name("shutdown".into()).spawn(move || {
+            let _ = futures_executor::block_on(shutdown);
+            let _ = tx.send(());
+        });
+        if rx.recv_timeout(grace).is_ok() {
+            return true;
+        }
+        self.0.cancel_all_calls();
+        let _ = rx.recv_timeout(CANCEL_GRACE);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_cannot_forge_log_lines() {
+        assert_eq!(log_safe_uid(""), "-");
+        assert_eq!(
+            log_safe_uid("0b8e2c9e-6a0e-4a53-9d3e-1c4f7a2b9c11"),
+            "0b8e2c9e-6a0e-4a53-9d3e-1c4f7a2b9c11"
+        );
+        assert_eq!(log_safe_uid("x\nFAKE op=decrypt"), "x?FAKE?op?decrypt");
+        assert_eq!(log_safe_uid(&"a".repeat(500)).len(), MAX_LOGGED_UID);
+    }
+}

@@ -1,0 +1,265 @@
+//! Health: one real transit round trip, cached and single-flight, shared
+//! by KMS v2 Status, `/readyz` and `/metrics`. At most one probe per
+//! [`HEALTHY_PROBE_TTL`] while healthy and per [`FAILING_PROBE_TTL`] while
+//! failing, however many callers ask.
+
+use std::sync::{MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::Kms;
+use crate::envelope::{KeyName, KeyVersion};
+use crate::limits::{FAILING_PROBE_TTL, HEALTHY_PROBE_TTL, PROBE_PLAINTEXT};
+
+/// What the last health probe found.
+#[derive(Clone, Debug)]
+pub enum Health {
+    Unknown,
+    Ok {
+        at: Instant,
+        version: u64,
+    },
+    Failing {
+        at: Instant,
+        since: Instant,
+        cause: String,
+        last_version: Option<u64>,
+    },
+}
+
+pub(super) struct ProbeState {
+    pub(super) health: Health,
+    pub(super) probing: bool,
+}
+
+/// Status as the adapters report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusReport {
+    /// `Ok(())` when Vault answered a real transit round trip recently.
+    pub healthy: Result<(), String>,
+    /// Key id of the key's current version, if ever learnt.
+    pub key_id: Option<String>,
+}
+
+/// What `/metrics` shows without calling Vault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gauges {
+    /// The last probe succeeded.
+    pub ready: bool,
+    /// The latest transit key version seen (probe or Encrypt).
+    pub key_version: Option<u64>,
+    /// Time left on the Vault token; `None` when it never expires.
+    pub token_ttl: Option<Duration>,
+}
+
+impl Health {
+    /// Whether the last probe succeeded.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Health::Ok { .. })
+    }
+}
+
+pub(super) fn lock(m: &std::sync::Mutex<ProbeState>) -> MutexGuard<'_, ProbeState> {
+    // The state is a plain value that every writer leaves consistent; a
+    // panicked writer cannot leave it half-updated.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Kms {
+    /// What `/metrics` shows, without calling Vault.
+    pub fn gauges(&self) -> Gauges {
+        let st = lock(&self.probe);
+        Gauges {
+            ready: st.health.is_ok(),
+            key_version: known_version(&st.health),
+            token_ttl: self.session.ttl_left(),
+        }
+    }
+
+    /// Health and current key id, from a probe at most
+    /// [`HEALTHY_PROBE_TTL`] old (or [`FAILING_PROBE_TTL`] when failing).
+    /// Concurrent callers share one probe: a burst of Status calls costs
+    /// Vault at most one probe (an encrypt and a decrypt).
+    pub fn status(&self) -> StatusReport {
+        let mut st = lock(&self.probe);
+        loop {
+            if fresh(&st.health) {
+                return report(&self.key, &st.health);
+            }
+            if !st.probing {
+                break;
+            }
+            // Another thread is probing; wait for it, bounded by its budget.
+            let wait = self.timeout + Duration::from_millis(200);
+            let (g, res) = self
+                .probe_done
+                .wait_timeout(st, wait)
+                .unwrap_or_else(PoisonError::into_inner);
+            st = g;
+            if res.timed_out() {
+                return report(&self.key, &st.health);
+            }
+        }
+        st.probing = true;
+        drop(st);
+
+        let outcome = self.probe_once();
+
+        let mut st = lock(&self.probe);
+        let now = Instant::now();
+        st.health = match outcome {
+            Ok(version) => {
+                if !matches!(st.health, Health::Ok { .. }) {
+                    log::info!("vault transit key {} healthy at version {version}", self.key);
+                }
+                Health::Ok {
+                    at: now,
+                    version: version.max(known_version(&st.health).unwrap_or(0)),
+                }
+            }
+            Err(cause) => {
+                let (since, last_version) = match &st.health {
+                    Health::Failing {
+                        since, last_version, ..
+                    } => (*since, *last_version),
+                    other => {
+                        log::warn!("vault health probe failed: {cause}");
+                        (now, known_version(other))
+                    }
+                };
+                Health::Failing {
+                    at: now,
+                    since,
+                    cause,
+                    last_version,
+                }
+            }
+        };
+        st.probing = false;
+        let r = report(&self.key, &st.health);
+        drop(st);
+        self.probe_done.notify_all();
+        r
+    }
+
+    /// One real transit round trip with a fixed, non-secret plaintext.
+    fn probe_once(&self) -> Result<u64, String> {
+        let deadline = self.deadline();
+        let ct = self
+            .with_token(deadline, |t| {
+                self.vault.encrypt(t, &self.key, PROBE_PLAINTEXT, deadline)
+            })
+            .map_err(|e| e.to_string())?;
+        let pt = self
+            .with_token(deadline, |t| self.vault.decrypt(t, &self.key, &ct, deadline))
+            .map_err(|e| e.to_string())?;
+        if pt != PROBE_PLAINTEXT {
+            return Err("vault transit round trip returned different bytes".into());
+        }
+        Ok(ct.version())
+    }
+
+    /// An Encrypt saw a version: let Status report it at once if newer, so
+    /// Status and Encrypt agree on the key id right after a rotation.
+    pub(super) fn saw_version(&self, v: u64) {
+        let mut st = lock(&self.probe);
+        if let Health::Ok { version, .. } = &mut st.health {
+            if v > *version {
+                *version = v;
+            }
+        }
+    }
+}
+
+fn fresh(h: &Health) -> bool {
+    match h {
+        Health::Unknown => false,
+        Health::Ok { at, .. } => at.elapsed() < HEALTHY_PROBE_TTL,
+        Health::Failing { at, .. } => at.elapsed() < FAILING_PROBE_TTL,
+    }
+}
+
+fn known_version(h: &Health) -> Option<u64> {
+    match h {
+        Health::Unknown => None,
+        Health::Ok { version, .. } => Some(*version),
+        Health::Failing { last_version, .. } => *last_version,
+    }
+}
+
+fn report(key: &KeyName, h: &Health) -> StatusReport {
+    let key_id = known_version(h).map(|version| {
+        KeyVersion {
+            name: key.clone(),
+            version,
+        }
+        .key_id()
+    });
+    let healthy = match h {
+        Health::Unknown => Err("vault not probed yet".to_owned()),
+        Health::Ok { .. } => Ok(()),
+        Health::Failing { since, cause, .. } => Err(format!("failing for {}s: {cause}", since.elapsed().as_secs())),
+    };
+    StatusReport { healthy, key_id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_reflects_health() {
+        let key = KeyName {
+            mount: "transit".into(),
+            key: "k".into(),
+        };
+        let r = report(&key, &Health::Unknown);
+        assert!(r.healthy.is_err() && r.key_id.is_none());
+        let r = report(
+            &key,
+            &Health::Ok {
+                at: Instant::now(),
+                version: 4,
+            },
+        );
+        assert_eq!(
+            r,
+            StatusReport {
+                healthy: Ok(()),
+                key_id: Some("vault-transit:transit/k:v4".into())
+            }
+        );
+        let r = report(
+            &key,
+            &Health::Failing {
+                at: Instant::now(),
+                since: Instant::now(),
+                cause: "down".into(),
+                last_version: Some(4),
+            },
+        );
+        assert!(r.healthy.unwrap_err().contains("down"));
+        assert_eq!(r.key_id.as_deref(), Some("vault-transit:transit/k:v4"));
+    }
+
+    #[test]
+    fn freshness_windows() {
+        assert!(!fresh(&Health::Unknown));
+        assert!(fresh(&Health::Ok {
+            at: Instant::now(),
+            version: 1
+        }));
+        let old = Instant::now().checked_sub(HEALTHY_PROBE_TTL + Duration::from_millis(1));
+        if let Some(at) = old {
+            assert!(!fresh(&Health::Ok { at, version: 1 }));
+        }
+        let failing_old = Instant::now().checked_sub(FAILING_PROBE_TTL + Duration::from_millis(1));
+        if let Some(at) = failing_old {
+            assert!(!fresh(&Health::Failing {
+                at,
+                since: at,
+                cause: String::new(),
+                last_version: None
+            }));
+        }
+    }
+}
