@@ -10,10 +10,10 @@ use base64::Engine as _;
 
 use crate::auth::AuthConfig;
 use crate::config::Config;
-use crate::envelope::{KeyName, VaultCiphertext};
 use crate::limits::PROBE_PLAINTEXT;
 use crate::session::Session;
 use crate::vault::{VaultClient, VaultError, VaultErrorClass};
+use crate::wire::{KeyName, VaultCiphertext};
 
 /// Key types transit can encrypt a DEK with (authenticated encryption).
 const ENCRYPTING_TYPES: &[&str] = &[

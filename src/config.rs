@@ -556,29 +556,21 @@ pub fn parse_addr(raw: &str) -> Result<String, String> {
     Ok(a.to_owned())
 }
 
-/// A mount path: segments of letters, digits, `-`, `_`, `.`, joined by `/`.
-/// `:` and `|` are refused so mounts can sit inside key ids unambiguously.
+/// A mount path as an operator may type it (surrounding spaces and slashes
+/// are dropped), then checked by the one strict parser of [`crate::wire`].
 pub fn parse_mount(raw: &str) -> Result<String, String> {
     let m = raw.trim().trim_matches('/');
-    if m.is_empty() || m.split('/').any(|seg| seg.is_empty() || !seg.chars().all(name_char)) {
-        return Err(format!(
-            "\"{raw}\" is not a mount path (letters, digits, - _ . and / between segments)"
-        ));
-    }
-    Ok(m.to_owned())
+    crate::wire::names::parse_mount(m)
+        .map(str::to_owned)
+        .map_err(|_| format!("\"{raw}\" is not a mount path (letters, digits, - _ . and / between segments)"))
 }
 
-/// A transit key name, as Vault allows them: letters, digits, `-`, `_`, `.`.
+/// A transit key name (surrounding spaces dropped), checked by the one
+/// strict parser of [`crate::wire`].
 pub fn parse_key_name(raw: &str) -> Result<String, String> {
-    let k = raw.trim();
-    if k.is_empty() || !k.chars().all(name_char) || k.len() > 256 {
-        return Err(format!("\"{raw}\" is not a transit key name (letters, digits, - _ .)"));
-    }
-    Ok(k.to_owned())
-}
-
-fn name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'
+    crate::wire::names::parse_key_name(raw.trim())
+        .map(str::to_owned)
+        .map_err(|_| format!("\"{raw}\" is not a transit key name (letters, digits, - _ .)"))
 }
 
 /// Like the Vault CLI: 1/0, true/false, yes/no, on/off.

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::envelope::KeyName;
 use crate::kms::{Gauges, Kms, StatusReport};
 use crate::limits::CANCEL_GRACE;
 use crate::session::Session;
 use crate::vault::VaultClient;
+use crate::wire::KeyName;
 use crate::{grpc, ops, socket};
 
 /// What the HTTP endpoints see: the core's health and gauges and the

@@ -18,7 +18,6 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod envelope;
 pub mod grpc;
 pub mod kms;
 pub mod limits;
@@ -30,6 +29,7 @@ pub mod secret;
 pub mod session;
 pub mod socket;
 pub mod vault;
+pub mod wire;
 
 #[cfg(test)]
 mod testutil;

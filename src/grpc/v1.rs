@@ -5,10 +5,10 @@ use grpcio::{RpcContext, UnarySink};
 
 use super::status::to_rpc_status;
 use super::{dispatch, reply_inline, Shared};
-use crate::envelope::{parse_v1_cipher, v1_cipher};
 use crate::kms::KmsError;
 use crate::limits::MAX_PLAINTEXT;
 use crate::proto::v1beta1::*;
+use crate::wire::{parse_v1_cipher, v1_cipher};
 
 /// The only version the apiserver accepts from a v1 plugin.
 pub const API_VERSION: &str = "v1beta1";

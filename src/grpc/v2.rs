@@ -4,10 +4,10 @@
 use grpcio::{RpcContext, UnarySink};
 
 use super::{dispatch, Shared};
-use crate::envelope::{parse_key_id, parse_v2_ciphertext};
 use crate::kms::KmsError;
 use crate::limits::{V2_MAX_CIPHERTEXT, V2_MAX_PLAINTEXT};
 use crate::proto::v2::*;
+use crate::wire::{parse_key_id, parse_v2_ciphertext};
 
 /// The version string the apiserver requires from a v2 plugin.
 pub const API_VERSION: &str = "v2";

@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-use crate::envelope::EnvelopeError;
 use crate::vault::VaultError;
+use crate::wire::WireError;
 
 /// A failed KMS operation, named by who is at fault.
 #[derive(Debug)]
@@ -24,8 +24,8 @@ pub enum KmsError {
     Internal(String),
 }
 
-impl From<EnvelopeError> for KmsError {
-    fn from(e: EnvelopeError) -> Self {
+impl From<WireError> for KmsError {
+    fn from(e: WireError) -> Self {
         KmsError::Invalid(e.to_string())
     }
 }

@@ -7,8 +7,8 @@ use std::sync::{MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::Kms;
-use crate::envelope::{KeyName, KeyVersion};
 use crate::limits::{FAILING_PROBE_TTL, HEALTHY_PROBE_TTL, PROBE_PLAINTEXT};
+use crate::wire::{KeyName, KeyVersion};
 
 /// What the last health probe found.
 #[derive(Clone, Debug)]

@@ -13,11 +13,11 @@ pub use error::KmsError;
 use health::ProbeState;
 pub use health::{Gauges, Health, StatusReport};
 
-use crate::envelope::{KeyName, KeyVersion, VaultCiphertext};
 use crate::limits::MAX_PLAINTEXT;
 use crate::secret::Secret;
 use crate::session::Session;
 use crate::vault::{VaultClient, VaultError, VaultErrorClass};
+use crate::wire::{KeyName, KeyVersion, VaultCiphertext};
 
 /// The KMS core. One per process, shared by reference across threads.
 pub struct Kms {

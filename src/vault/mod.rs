@@ -12,9 +12,9 @@ use base64::Engine as _;
 
 use crate::auth::LoginRequest;
 use crate::config::Config;
-use crate::envelope::{KeyName, VaultCiphertext};
 use crate::limits::MAX_VAULT_RESPONSE;
 use crate::secret::Secret;
+use crate::wire::{KeyName, VaultCiphertext};
 
 mod tls;
 
