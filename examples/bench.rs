@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use trousseau::probe::{random_dek, KmsClient};
 use trousseau::proto::v2;
+use trousseau::tools::probe::{random_dek, KmsClient};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()

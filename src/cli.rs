@@ -182,7 +182,7 @@ fn run_inner(args: Vec<OsString>) -> Result<(), Failure> {
             })
             .map_err(|e| Failure::Usage(e.to_string()))?;
             if cmd == "check" {
-                return crate::check::run(&cfg).map_err(Failure::Runtime);
+                return crate::tools::check::run(&cfg).map_err(Failure::Runtime);
             }
             crate::daemon::serve(cfg).map_err(|e| Failure::Runtime(e.to_string()))
         }
@@ -209,7 +209,7 @@ fn run_inner(args: Vec<OsString>) -> Result<(), Failure> {
                     }
                 }
             }
-            crate::probe::run(&socket, timeout).map_err(Failure::Runtime)
+            crate::tools::probe::run(&socket, timeout).map_err(Failure::Runtime)
         }
         other => Err(Failure::Usage(format!(
             "unknown command {other:?} (see `trousseau --help`)"

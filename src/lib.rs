@@ -14,7 +14,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
 pub mod auth;
-pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -23,11 +22,11 @@ pub mod kms;
 pub mod limits;
 pub mod metrics;
 pub mod ops;
-pub mod probe;
 pub mod proto;
 pub mod secret;
 pub mod session;
 pub mod socket;
+pub mod tools;
 pub mod vault;
 pub mod wire;
 

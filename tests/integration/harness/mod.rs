@@ -33,8 +33,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use trousseau::probe::KmsClient;
 pub use trousseau::proto::{v1beta1, v2};
+pub use trousseau::tools::probe::KmsClient;
 
 pub const ROOT_TOKEN: &str = "test-root-token-7f3a";
 /// How long a server gets to come up on a loaded 2-core CI machine.
@@ -231,5 +231,5 @@ pub fn round_trip_v2(c: &KmsClient) {
 }
 
 pub fn dek() -> Vec<u8> {
-    trousseau::probe::random_dek().unwrap()
+    trousseau::tools::probe::random_dek().unwrap()
 }

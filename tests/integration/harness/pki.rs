@@ -141,7 +141,7 @@ fn signed_leaf(dir: &Path, ca: &Path, ca_key: &Path, cert: &Path, key: &Path, cn
     a.extend(strs(&["-subj", &format!("/CN={cn}"), "-out", &path(&csr)]));
     openssl(&a);
     // A random serial: two certs from one CA must not share one.
-    let serial = trousseau::probe::random_dek().unwrap()[..8]
+    let serial = trousseau::tools::probe::random_dek().unwrap()[..8]
         .iter()
         .fold(String::from("0x"), |s, b| s + &format!("{b:02x}"));
     openssl(&strs(&[
