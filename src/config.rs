@@ -168,6 +168,20 @@ pub struct Sources<'a> {
 }
 
 impl Config {
+    /// The Vault client's part of the configuration.
+    pub fn vault_settings(&self) -> crate::vault::Settings {
+        crate::vault::Settings {
+            vault_addrs: self.vault_addrs.clone(),
+            vault_namespace: self.vault_namespace.clone(),
+            vault_cacert: self.vault_cacert.clone(),
+            vault_client_cert: self.vault_client_cert.clone(),
+            vault_client_key: self.vault_client_key.clone(),
+            vault_tls_server_name: self.vault_tls_server_name.clone(),
+            vault_skip_verify: self.vault_skip_verify,
+            vault_timeout: self.vault_timeout,
+        }
+    }
+
     /// Resolves and validates the configuration in one step.
     pub fn resolve(src: &Sources<'_>) -> Result<Config, ConfigError> {
         let mut file_values = BTreeMap::new();
@@ -535,26 +549,9 @@ pub fn parse_socket(raw: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(p))
 }
 
-/// `http(s)://host[:port]`, a trailing slash tolerated, no path.
-pub fn parse_addr(raw: &str) -> Result<String, String> {
-    let a = raw.trim().trim_end_matches('/');
-    let rest = a
-        .strip_prefix("https://")
-        .or_else(|| a.strip_prefix("http://"))
-        .ok_or_else(|| format!("\"{raw}\" must start with https:// or http://"))?;
-    if rest.is_empty() {
-        return Err(format!("\"{raw}\" has no host"));
-    }
-    if rest.contains('/') || rest.contains('?') || rest.contains('#') || rest.contains('@') {
-        return Err(format!(
-            "\"{raw}\" must be scheme://host[:port] with no path, query or user"
-        ));
-    }
-    if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("\"{raw}\" contains whitespace"));
-    }
-    Ok(a.to_owned())
-}
+/// A Vault address: the Vault client owns the one parser (it also checks a
+/// 307's target with it).
+pub use crate::vault::parse_addr;
 
 /// A mount path as an operator may type it (surrounding spaces and slashes
 /// are dropped), then checked by the one strict parser of [`crate::wire`].

@@ -64,7 +64,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         log::warn!("--vault-timeout {:?} is not below the apiserver's default KMS timeout (3s); raise the EncryptionConfiguration timeout to match", cfg.vault_timeout);
     }
 
-    let vault = VaultClient::new(&cfg).map_err(|e| ServeError(format!("vault client: {e}")))?;
+    let vault = VaultClient::new(&cfg.vault_settings()).map_err(|e| ServeError(format!("vault client: {e}")))?;
     // Before the socket exists: bad credentials, an unreachable Vault or a
     // wrong CA stop the plugin here with a message saying which.
     let session = Session::start(cfg.auth.clone(), vault.clone(), cfg.vault_timeout).map_err(ServeError)?;

@@ -58,7 +58,7 @@ pub fn run(cfg: &Config) -> Result<(), String> {
             cfg.auth.describe()
         ),
     );
-    let vault = match VaultClient::new(cfg) {
+    let vault = match VaultClient::new(&cfg.vault_settings()) {
         Ok(v) => v,
         Err(e) => {
             r.fail(

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use crate::auth::LoginRequest;
-use crate::config::Config;
 use crate::limits::MAX_VAULT_RESPONSE;
 use crate::secret::Secret;
 use crate::wire::{KeyName, VaultCiphertext};
 
+mod settings;
 mod tls;
+
+pub use settings::{parse_addr, Settings};
 
 /// Below this much time left, another node is not tried: no Vault call
 /// completes in less (a loopback transit call takes about 0.5 ms, a LAN
@@ -227,7 +229,7 @@ impl fmt::Debug for VaultClient {
 impl VaultClient {
     /// Builds one agent per node: TLS roots, client certificate, timeouts,
     /// pool. Fails on an unreadable CA, certificate or key.
-    pub fn new(cfg: &Config) -> Result<VaultClient, String> {
+    pub fn new(cfg: &Settings) -> Result<VaultClient, String> {
         let tls = tls::tls_config(cfg)?;
         let mut nodes = Vec::with_capacity(cfg.vault_addrs.len());
         for addr in &cfg.vault_addrs {
@@ -525,7 +527,7 @@ impl VaultClient {
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let base = format!("{scheme}://{authority}");
         let from_scheme = from.addr.split("://").next().unwrap_or("");
-        if crate::config::parse_addr(&base).is_err() || (from_scheme == "https" && scheme != "https") {
+        if parse_addr(&base).is_err() || (from_scheme == "https" && scheme != "https") {
             return None;
         }
         let path = path.strip_prefix("v1/")?;
@@ -787,7 +789,7 @@ mod tests {
         let mut cfg = crate::config::tests::sample_config();
         cfg.vault_addrs = vec!["https://v1:8200".into(), "https://v2:8200".into()];
         cfg.vault_tls_server_name = Some("vault.internal".into());
-        let c = VaultClient::new(&cfg).unwrap();
+        let c = VaultClient::new(&cfg.vault_settings()).unwrap();
         let from = c.inner.nodes.first().unwrap();
         // A configured node keeps its own agent and server name.
         let (_, addr, url) = c.redirect_target(from, "https://v2:8200/v1/transit/encrypt/k").unwrap();
@@ -814,7 +816,7 @@ mod tests {
     #[test]
     fn debug_shows_no_credentials() {
         let cfg = crate::config::tests::sample_config();
-        let c = VaultClient::new(&cfg).unwrap();
+        let c = VaultClient::new(&cfg.vault_settings()).unwrap();
         let d = format!("{c:?}");
         assert!(!d.contains("topsecret") && d.contains("127.0.0.1:8200"), "{d}");
     }

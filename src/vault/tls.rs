@@ -14,7 +14,7 @@ use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConf
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
-use crate::config::Config;
+use super::Settings;
 
 /// Connection setup (TCP + TLS) gets at most this much of a call's budget:
 /// a healthy Vault on the control plane's network connects in milliseconds,
@@ -27,7 +27,7 @@ const MAX_IDLE_CONNECTIONS: usize = 256;
 const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
 
 /// Trusted roots, client certificate and verification switch, once.
-pub fn tls_config(cfg: &Config) -> Result<TlsConfig, String> {
+pub fn tls_config(cfg: &Settings) -> Result<TlsConfig, String> {
     let mut tls = TlsConfig::builder();
     if let Some(path) = &cfg.vault_cacert {
         let certs = read_pem(path, "CA file")?.0;
@@ -98,7 +98,7 @@ impl Resolver for PinnedResolver {
 /// The base URL requests use for `addr` and the agent that sends them. With
 /// a server name, the URL's host is that name and the agent connects to
 /// `addr`'s host; without one, both are `addr`.
-pub fn node_agent(cfg: &Config, tls: &TlsConfig, addr: &str) -> Result<(String, ureq::Agent), String> {
+pub fn node_agent(cfg: &Settings, tls: &TlsConfig, addr: &str) -> Result<(String, ureq::Agent), String> {
     let agent_config = agent_config(cfg, tls);
     match (&cfg.vault_tls_server_name, addr.strip_prefix("https://")) {
         (Some(name), Some(_)) => {
@@ -113,13 +113,13 @@ pub fn node_agent(cfg: &Config, tls: &TlsConfig, addr: &str) -> Result<(String, 
 }
 
 /// An agent for a redirect target that is not one of the configured nodes.
-pub fn plain_agent(cfg: &Config, tls: &TlsConfig) -> ureq::Agent {
+pub fn plain_agent(cfg: &Settings, tls: &TlsConfig) -> ureq::Agent {
     agent_config(cfg, tls).into()
 }
 
 /// No redirects followed by ureq (the client decides), statuses as values,
 /// the call budget, and a keep-alive pool.
-fn agent_config(cfg: &Config, tls: &TlsConfig) -> ureq::config::Config {
+fn agent_config(cfg: &Settings, tls: &TlsConfig) -> ureq::config::Config {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
