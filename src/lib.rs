@@ -2,13 +2,14 @@
 //! encrypts the apiserver's data keys with a key held in Vault's (or
 //! OpenBao's) transit engine.
 //!
-//! Layers, top to bottom: the gRPC adapters ([`server`], with `v1` and `v2`
-//! inside) translate wire messages; [`kms`] is the one core that knows what
-//! a key id and a ciphertext are; [`session`] keeps a valid Vault token
-//! (login, renewal, re-login) using the method [`auth`] describes; [`vault`]
-//! is the only code that speaks HTTP to Vault (all nodes, TLS, failover).
-//! [`socket`] owns the Unix socket's lifecycle and [`config`] turns flags,
-//! environment and file into one validated struct.
+//! Layers, top to bottom: [`daemon`] wires everything; the adapters
+//! ([`grpc`] with its `v1` and `v2` services, [`ops`] for the HTTP
+//! endpoints) call the one core, [`kms`]; it reads and writes the formats of
+//! [`wire`] and calls [`vault`], the only code that speaks HTTP to Vault,
+//! with a token [`session`] keeps valid using the method [`auth`]
+//! describes. [`socket`] owns the Unix socket's lifecycle, [`config`] turns
+//! flags, environment and file into one validated struct, and [`tools`]
+//! holds `check` and `probe`.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
