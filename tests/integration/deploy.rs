@@ -3,11 +3,12 @@
 //! idempotently) with a policy that allows encrypt/decrypt and nothing
 //! else, and the shipped configurations and container arguments, with their
 //! paths moved into a temp dir, start the real plugin (AppRole, kubernetes
-//! through a TokenReview stand-in, and a real `bao agent` sidecar).
+//! through a TokenReview stand-in, and a real `bao agent` sidecar). Also:
+//! docs/configuration.md's option table says what `trousseau serve --help` says.
 
 use crate::harness::*;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -1003,4 +1004,211 @@ fn image_entrypoint_matches_the_manifests() {
     ] {
         assert!(read(&deploy(f)).contains("/usr/local/bin/trousseau"), "{f}");
     }
+}
+
+/// One option of the reference table in docs/configuration.md, or of
+/// `trousseau serve --help`: its environment variable and default.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Documented {
+    env: Option<String>,
+    default: Option<String>,
+}
+
+/// Flag (or variable) name -> what is documented for it.
+type Options = BTreeMap<String, Documented>;
+
+/// `trousseau serve --help`'s options (the lines that start with `--`, with
+/// their continuation lines): flag name -> `[env: X]` and `[default: X]`
+/// (or `[default for <method>: X]`). Also the names of its ENVIRONMENT
+/// section, the variables that are no flag's.
+fn help_options(help: &str) -> (Options, BTreeSet<String>) {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut env_only = BTreeSet::new();
+    let mut section = "";
+    for line in help.lines() {
+        let t = line.trim_start();
+        if !line.starts_with(' ') && t.ends_with(':') {
+            section = t;
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix("--") {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+                .collect();
+            entries.push((name, rest.to_owned()));
+        } else if section == "ENVIRONMENT:" && line.starts_with("    ") && !line.starts_with("     ") {
+            env_only.insert(t.split_whitespace().next().unwrap_or_default().to_owned());
+        } else if t.is_empty() || !line.starts_with("     ") {
+            // A blank or less indented line ends the option above.
+            entries.push((String::new(), String::new()));
+        } else if let Some((name, text)) = entries.last_mut() {
+            if !name.is_empty() {
+                text.push(' ');
+                text.push_str(t);
+            }
+        }
+    }
+    let bracket = |text: &str, open: &str| -> Option<String> {
+        let i = text.find(open)?;
+        let rest = &text[i + open.len()..];
+        let rest = rest.split_once(':').map_or(rest, |(_, v)| v);
+        Some(rest.split(']').next()?.trim().to_owned())
+    };
+    let mut out = BTreeMap::new();
+    for (name, text) in entries.into_iter().filter(|(n, _)| !n.is_empty()) {
+        let d = Documented {
+            env: bracket(&text, "[env:"),
+            default: bracket(&text, "[default"),
+        };
+        assert!(out.insert(name.clone(), d).is_none(), "--{name} twice in serve --help");
+    }
+    (out, env_only)
+}
+
+/// The option table of a Markdown document: the table whose header row
+/// starts with `| flag / file key |`. Returns flag name -> what its row
+/// says, and the rows without a flag (environment only).
+fn option_table(doc: &str) -> Result<(Options, Options), String> {
+    let mut lines = doc.lines().skip_while(|l| !l.starts_with("| flag / file key |"));
+    lines
+        .next()
+        .ok_or("no table whose header starts with `| flag / file key |`")?;
+    lines.next();
+    let code = |cell: &str| -> Option<String> {
+        let c = cell.trim();
+        (!c.is_empty()).then(|| c.trim_matches('`').to_owned())
+    };
+    let (mut flags, mut env_only) = (BTreeMap::new(), BTreeMap::new());
+    for row in lines.take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.trim().trim_matches('|').split('|').collect();
+        let [flag, env, default, _meaning, ..] = cells[..] else {
+            return Err(format!("row without 4 cells: {row}"));
+        };
+        let d = Documented {
+            env: code(env),
+            default: code(default).map(|d| d.replace('`', "")),
+        };
+        match code(flag) {
+            Some(f) => {
+                let name = f
+                    .strip_prefix("--")
+                    .ok_or_else(|| format!("first cell is not a `--flag`: {row}"))?
+                    .to_owned();
+                if flags.insert(name.clone(), d).is_some() {
+                    return Err(format!("--{name} has two rows"));
+                }
+            }
+            None => {
+                let name = d
+                    .env
+                    .clone()
+                    .ok_or_else(|| format!("row with neither flag nor variable: {row}"))?;
+                env_only.insert(name, d);
+            }
+        }
+    }
+    Ok((flags, env_only))
+}
+
+/// Compares the option table with `serve --help`: the same flags both
+/// ways, each flag's environment variable, help's default contained in the
+/// table's default column, and the same environment-only variables.
+fn check_option_table(doc: &str, help: &str) -> Result<(), String> {
+    let (table, table_env) = option_table(doc)?;
+    let (opts, help_env) = help_options(help);
+    let mut errors = Vec::new();
+    for (name, h) in &opts {
+        let Some(t) = table.get(name) else {
+            errors.push(format!("--{name} is in `trousseau serve --help` but has no row"));
+            continue;
+        };
+        if t.env != h.env {
+            errors.push(format!(
+                "--{name}: the table's environment is {:?}, --help's {:?}",
+                t.env, h.env
+            ));
+        }
+        if let Some(hd) = &h.default {
+            if !t.default.as_deref().unwrap_or_default().contains(hd.as_str()) {
+                errors.push(format!(
+                    "--{name}: --help's default {hd:?} is not in the row ({:?})",
+                    t.default
+                ));
+            }
+        }
+    }
+    for name in table.keys().filter(|n| !opts.contains_key(*n)) {
+        errors.push(format!(
+            "--{name} has a row but is not a flag of `trousseau serve --help`"
+        ));
+    }
+    let table_env: BTreeSet<String> = table_env.into_keys().collect();
+    if table_env != help_env {
+        errors.push(format!(
+            "environment-only rows {table_env:?}, but --help's ENVIRONMENT section lists {help_env:?}"
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
+/// The reference table operators read (docs/configuration.md) says what
+/// `trousseau serve --help` says; the README links to it and keeps no
+/// second copy that could drift.
+#[test]
+fn configuration_reference_table_matches_serve_help() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = read(&root.join("docs/configuration.md"));
+    let out = Command::new(plugin_bin()).args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+
+    let (opts, help_env) = help_options(&help);
+    assert!(opts.len() >= 20, "parsed only {} options from serve --help", opts.len());
+    assert!(help_env.contains("VAULT_TOKEN"), "{help_env:?}");
+    assert_eq!(
+        opts.keys().cloned().collect::<BTreeSet<_>>(),
+        serve_flags(),
+        "every --flag serve --help mentions is one of its options"
+    );
+    if let Err(e) = check_option_table(&doc, &help) {
+        panic!("docs/configuration.md's option table disagrees with `trousseau serve --help`:\n{e}");
+    }
+
+    // The check can fail: a flag --help has without a row, a row for a flag
+    // --help lacks, a wrong variable, a wrong default.
+    let row = |flag: &str| {
+        doc.lines()
+            .find(|l| l.starts_with(&format!("| `--{flag}` |")))
+            .unwrap_or_else(|| panic!("no row for --{flag}"))
+            .to_owned()
+    };
+    let http = row("http-addr");
+    let mutants = [
+        doc.replace(&format!("{http}\n"), ""),
+        doc.replace(&http, &format!("{http}\n| `--vault-frobnicate` | | | not a flag |")),
+        doc.replace(
+            &row("vault-namespace"),
+            "| `--vault-namespace` | `VAULT_NS` | | wrong variable |",
+        ),
+        doc.replace(&row("vault-timeout"), "| `--vault-timeout` | | `3s` | wrong default |"),
+    ];
+    for (i, m) in mutants.iter().enumerate() {
+        assert_ne!(m, &doc, "mutant {i} changed nothing");
+        assert!(check_option_table(m, &help).is_err(), "mutant {i} passed the check");
+    }
+
+    let readme = read(&root.join("README.md"));
+    assert!(
+        readme.contains("(docs/configuration.md)"),
+        "README.md no longer links to the reference"
+    );
+    assert!(
+        !readme.contains("| flag / file key |"),
+        "README.md has a copy of the option table; keep it only in docs/configuration.md"
+    );
 }
