@@ -6,13 +6,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::limits::MAX_CREDENTIAL_FILE;
 use crate::secret::Secret;
 
 /// Where the kubelet mounts a pod's service-account token.
 pub const DEFAULT_K8S_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
-/// A Vault token is about 100 bytes, a role_id or secret_id 36, a
-/// service-account JWT 1-2 KiB; 64 KiB refuses anything absurd.
-pub const MAX_CREDENTIAL_FILE: u64 = 64 * 1024;
 
 /// The methods `--auth-method` accepts.
 pub const METHODS: &[&str] = &["token", "approle", "cert", "jwt", "kubernetes"];

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::{AuthConfig, TokenSource, DEFAULT_K8S_TOKEN_FILE, METHODS};
+use crate::limits::MAX_CONFIG_FILE;
 use crate::secret::Secret;
 
 /// Default address of the HTTP endpoints: loopback only, as kubelet probes
@@ -34,8 +35,6 @@ const MAX_VAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const MIN_VAULT_TIMEOUT: Duration = Duration::from_millis(100);
 const MAX_MAX_IN_FLIGHT: usize = 4096;
 const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(300);
-/// A config file is a few hundred bytes; refuse anything absurd.
-const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 /// Vault clusters have 3 or 5 nodes; 16 addresses cover any sane list while
 /// bounding how many nodes one request may try.
 pub const MAX_VAULT_ADDRS: usize = 16;

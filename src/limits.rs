@@ -62,3 +62,82 @@ pub const WORKER_STACK: usize = 1024 * 1024;
 pub const GRPC_CQ_COUNT: usize = 2;
 /// After the drain deadline, how long gRPC gets to cancel what is left.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// Connection setup (TCP + TLS) gets at most this much of a call's budget:
+/// a healthy Vault on the control plane's network connects in milliseconds,
+/// and a dead node must fail fast enough to try the next one in time.
+pub const VAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Idle keep-alive connections kept per node. Matches the default in-flight
+/// cap so a burst does not open and close connections.
+pub const VAULT_MAX_IDLE_CONNECTIONS: usize = 256;
+
+/// How long an idle connection is reused; Vault's own idle timeout is 5 min.
+pub const VAULT_MAX_IDLE_AGE: Duration = Duration::from_secs(60);
+
+/// Connections served at once. Probes and a scraper need a handful; more
+/// are closed at once so a flood cannot take threads from KMS requests.
+pub const HTTP_MAX_CONNECTIONS: usize = 16;
+
+/// Reading the whole request head, and writing the answer, each get this
+/// long: kubelet probes time out after 1 s by default and Prometheus after
+/// 10 s; a client slower than this is not one of them (and a slow-drip
+/// client cannot hold one of the few connections longer).
+pub const HTTP_IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A probe's or scraper's request head is a few hundred bytes.
+pub const HTTP_MAX_HEAD: usize = 8 * 1024;
+
+/// A renewal that grants this much less than asked means the max TTL is
+/// near (Vault grants exactly the increment otherwise, in whole seconds).
+pub const SESSION_CAP_SLACK: Duration = Duration::from_secs(1);
+
+/// After `lookup-self` confirmed that a refused token is still valid (so
+/// the 403 came from the policy, not the token), further 403s within this
+/// long are not checked again: a policy mistake then costs Vault one extra
+/// call per second, not one per request, and no new tokens.
+pub const SESSION_VERIFIED_FOR: Duration = Duration::from_secs(1);
+
+/// Keeper back-off after a failed renewal or login: from 1 s, doubling, to
+/// 30 s, so an outage costs Vault at most one attempt per 30 s once long.
+pub const SESSION_RETRY_MIN: Duration = Duration::from_secs(1);
+/// The back-off's ceiling (see [`SESSION_RETRY_MIN`]).
+pub const SESSION_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How often the keeper wakes when nothing expires (root tokens, periodic
+/// checks of a token whose lease is unknown).
+pub const SESSION_IDLE_WAKE: Duration = Duration::from_secs(300);
+
+/// Below this much time left, another node is not tried: no Vault call
+/// completes in less (a loopback transit call takes about 0.5 ms, a LAN
+/// one a few ms), and the error at hand is more useful than a timeout.
+pub const VAULT_MIN_ATTEMPT: Duration = Duration::from_millis(20);
+
+/// Pause between passes over a cluster's nodes when none could serve. A
+/// raft election took about 2 s in our tests (OpenBao 2.7, three nodes on
+/// loopback, performance_multiplier 1) and takes longer with default
+/// timing; polling every 200 ms lets a request that meets an election
+/// succeed soon after it, while costing each node at most 5 calls a second
+/// per waiting request.
+pub const VAULT_ROUND_PAUSE: Duration = Duration::from_millis(200);
+
+/// A standby's Location is its active node's api_addr plus our path; a
+/// few hundred bytes. Longer ones are not followed.
+pub const VAULT_MAX_LOCATION: usize = 2048;
+
+/// Vault error strings are short; cap what we copy into a message.
+pub const VAULT_MAX_ERROR_TEXT: usize = 300;
+
+/// A UUID is 36 characters; leave room for other request-id schemes.
+pub const MAX_LOGGED_UID: usize = 64;
+
+/// A config file is a few hundred bytes; refuse anything absurd.
+pub const MAX_CONFIG_FILE: u64 = 1024 * 1024;
+
+/// A Vault token is about 100 bytes, a role_id or secret_id 36, a
+/// service-account JWT 1-2 KiB; 64 KiB refuses anything absurd.
+pub const MAX_CREDENTIAL_FILE: u64 = 64 * 1024;
+
+/// Longest transit key name accepted (Vault's own names are short; this
+/// only refuses absurd input).
+pub const MAX_KEY_NAME: usize = 256;

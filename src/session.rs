@@ -19,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::auth::{read_credential, AuthConfig, TokenSource};
+use crate::limits::{SESSION_CAP_SLACK, SESSION_IDLE_WAKE, SESSION_RETRY_MAX, SESSION_RETRY_MIN, SESSION_VERIFIED_FOR};
 use crate::secret::Secret;
 use crate::vault::{Lease, LoginToken, VaultClient, VaultError, VaultErrorClass};
 
@@ -27,21 +28,6 @@ use crate::vault::{Lease, LoginToken, VaultClient, VaultError, VaultErrorClass};
 /// retry a failed renewal or log in again.
 const RENEW_AT_NUM: u32 = 2;
 const RENEW_AT_DEN: u32 = 3;
-/// A renewal that grants this much less than asked means the max TTL is
-/// near (Vault grants exactly the increment otherwise, in whole seconds).
-const CAP_SLACK: Duration = Duration::from_secs(1);
-/// After `lookup-self` confirmed that a refused token is still valid (so
-/// the 403 came from the policy, not the token), further 403s within this
-/// long are not checked again: a policy mistake then costs Vault one extra
-/// call per second, not one per request, and no new tokens.
-const VERIFIED_FOR: Duration = Duration::from_secs(1);
-/// Keeper back-off after a failed renewal or login: from 1 s, doubling, to
-/// 30 s, so an outage costs Vault at most one attempt per 30 s once long.
-const RETRY_MIN: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(30);
-/// How often the keeper wakes when nothing expires (root tokens, periodic
-/// checks of a token whose lease is unknown).
-const IDLE_WAKE: Duration = Duration::from_secs(300);
 
 /// The token a request uses and its generation (bumped at every change).
 #[derive(Clone)]
@@ -223,7 +209,7 @@ impl Session {
                 st.file = stamp(p);
                 self.reload_file(&mut st, p).then(|| st.ticket.clone())
             }
-            _ if st.verified_at.is_some_and(|t| t.elapsed() < VERIFIED_FOR) => None,
+            _ if st.verified_at.is_some_and(|t| t.elapsed() < SESSION_VERIFIED_FOR) => None,
             _ => {
                 st.logging_in = true;
                 let token = st.ticket.token.clone();
@@ -300,7 +286,7 @@ impl Session {
     }
 
     fn keep(&self) {
-        let mut backoff = RETRY_MIN;
+        let mut backoff = SESSION_RETRY_MIN;
         let mut retry_at: Option<Instant> = None;
         loop {
             let (gen, wake, action) = {
@@ -321,21 +307,21 @@ impl Session {
                 }
                 if st.ticket.gen != gen {
                     retry_at = None;
-                    backoff = RETRY_MIN;
+                    backoff = SESSION_RETRY_MIN;
                     continue;
                 }
             }
             match self.act(gen, action) {
                 // Nothing to do until the token changes or time passes.
-                Ok(()) if matches!(action, Action::Nothing) => retry_at = Some(Instant::now() + IDLE_WAKE),
+                Ok(()) if matches!(action, Action::Nothing) => retry_at = Some(Instant::now() + SESSION_IDLE_WAKE),
                 Ok(()) => {
                     retry_at = None;
-                    backoff = RETRY_MIN;
+                    backoff = SESSION_RETRY_MIN;
                 }
                 Err(e) => {
                     log::warn!("vault session: {e}; retrying in {}s", backoff.as_secs());
                     retry_at = Some(Instant::now() + backoff);
-                    backoff = (backoff * 2).min(RETRY_MAX);
+                    backoff = (backoff * 2).min(SESSION_RETRY_MAX);
                 }
             }
         }
@@ -347,7 +333,7 @@ impl Session {
             return (Instant::now(), Action::Lookup);
         };
         if lease.ttl.is_zero() {
-            return (Instant::now() + IDLE_WAKE, Action::Nothing);
+            return (Instant::now() + SESSION_IDLE_WAKE, Action::Nothing);
         }
         let at = st.lease_at + lease.ttl * RENEW_AT_NUM / RENEW_AT_DEN;
         let action = if lease.renewable {
@@ -375,7 +361,7 @@ impl Session {
             }
             Action::Login => self.login_once(deadline).map(|_| ()),
             Action::Renew(increment) => match self.client.renew_self(&token, increment, deadline) {
-                Ok(mut lease) if lease.ttl + CAP_SLACK < increment => {
+                Ok(mut lease) if lease.ttl + SESSION_CAP_SLACK < increment => {
                     // Renewing again would only shrink the lease further.
                     lease.renewable = false;
                     lease.granted = increment;

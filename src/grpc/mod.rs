@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use grpcio::{ChannelBuilder, EnvBuilder, RpcContext, RpcStatus, ServerBuilder, ServerCredentials, UnarySink};
 
 use crate::kms::{Kms, KmsError};
+use crate::limits::MAX_LOGGED_UID;
 use crate::limits::{CANCEL_GRACE, GRPC_CQ_COUNT, MAX_GRPC_MESSAGE, WORKER_STACK};
 use crate::proto;
 use status::to_rpc_status;
@@ -130,9 +131,6 @@ fn log_safe_uid(uid: &str) -> String {
         })
         .collect()
 }
-
-/// A UUID is 36 characters; leave room for other request-id schemes.
-const MAX_LOGGED_UID: usize = 64;
 
 /// Runs `work` on its own thread under the in-flight cap and replies.
 fn dispatch<Resp, F>(

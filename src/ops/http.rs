@@ -19,10 +19,10 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::kms::{Gauges, StatusReport};
 use crate::limits::WORKER_STACK;
+use crate::limits::{HTTP_IO_TIMEOUT, HTTP_MAX_CONNECTIONS, HTTP_MAX_HEAD};
 use crate::metrics::{metrics, Snapshot};
 
 /// What the endpoints need to know, and nothing more: the plugin's health
@@ -35,17 +35,6 @@ pub trait Observed: Send + Sync + 'static {
 }
 
 type View = Arc<dyn Observed>;
-
-/// Connections served at once. Probes and a scraper need a handful; more
-/// are closed at once so a flood cannot take threads from KMS requests.
-const MAX_CONNECTIONS: usize = 16;
-/// Reading the whole request head, and writing the answer, each get this
-/// long: kubelet probes time out after 1 s by default and Prometheus after
-/// 10 s; a client slower than this is not one of them (and a slow-drip
-/// client cannot hold one of the few connections longer).
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// A probe's or scraper's request head is a few hundred bytes.
-const MAX_HEAD: usize = 8 * 1024;
 
 /// Binds the listener (before the plugin's socket exists, so a taken port
 /// stops start-up).
@@ -60,7 +49,7 @@ pub fn spawn(listener: TcpListener, shared: View, socket: PathBuf) -> std::io::R
     std::thread::Builder::new().name("http-accept".into()).spawn(move || {
         for conn in listener.incoming() {
             let Ok(stream) = conn else { continue };
-            if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            if active.fetch_add(1, Ordering::AcqRel) >= HTTP_MAX_CONNECTIONS {
                 active.fetch_sub(1, Ordering::AcqRel);
                 continue; // dropped: closed without an answer
             }
@@ -95,8 +84,8 @@ fn text(code: u16, body: String) -> Answer {
 }
 
 fn handle(mut stream: TcpStream, shared: &View, socket: &std::path::Path) {
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_read_timeout(Some(HTTP_IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(HTTP_IO_TIMEOUT));
     let (method, answer) = match read_head(&mut stream) {
         Ok((method, path)) => {
             let a = if method != "GET" && method != "HEAD" {
@@ -165,8 +154,8 @@ fn read_head(stream: &mut TcpStream) -> Result<(String, String), String> {
     let mut chunk = [0u8; 512];
     let started = std::time::Instant::now();
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        if started.elapsed() > IO_TIMEOUT {
-            return Err(format!("request head not complete within {IO_TIMEOUT:?}"));
+        if started.elapsed() > HTTP_IO_TIMEOUT {
+            return Err(format!("request head not complete within {HTTP_IO_TIMEOUT:?}"));
         }
         let n = stream
             .read(&mut chunk)
@@ -175,8 +164,8 @@ fn read_head(stream: &mut TcpStream) -> Result<(String, String), String> {
             return Err("connection closed before the request ended".into());
         }
         buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        if buf.len() > MAX_HEAD {
-            return Err(format!("request head larger than {MAX_HEAD} bytes"));
+        if buf.len() > HTTP_MAX_HEAD {
+            return Err(format!("request head larger than {HTTP_MAX_HEAD} bytes"));
         }
     }
     let head = String::from_utf8_lossy(&buf);

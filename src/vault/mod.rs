@@ -12,6 +12,7 @@ use base64::Engine as _;
 
 use crate::auth::LoginRequest;
 use crate::limits::MAX_VAULT_RESPONSE;
+use crate::limits::{VAULT_MAX_ERROR_TEXT, VAULT_MAX_LOCATION, VAULT_MIN_ATTEMPT, VAULT_ROUND_PAUSE};
 use crate::secret::Secret;
 use crate::wire::{KeyName, VaultCiphertext};
 
@@ -19,23 +20,6 @@ mod settings;
 mod tls;
 
 pub use settings::{parse_addr, Settings};
-
-/// Below this much time left, another node is not tried: no Vault call
-/// completes in less (a loopback transit call takes about 0.5 ms, a LAN
-/// one a few ms), and the error at hand is more useful than a timeout.
-const MIN_ATTEMPT: Duration = Duration::from_millis(20);
-/// Pause between passes over a cluster's nodes when none could serve. A
-/// raft election took about 2 s in our tests (OpenBao 2.7, three nodes on
-/// loopback, performance_multiplier 1) and takes longer with default
-/// timing; polling every 200 ms lets a request that meets an election
-/// succeed soon after it, while costing each node at most 5 calls a second
-/// per waiting request.
-const ROUND_PAUSE: Duration = Duration::from_millis(200);
-/// A standby's Location is its active node's api_addr plus our path; a
-/// few hundred bytes. Longer ones are not followed.
-const MAX_LOCATION: usize = 2048;
-/// Vault error strings are short; cap what we copy into a message.
-const MAX_ERROR_TEXT: usize = 300;
 
 /// A failed Vault call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -433,7 +417,7 @@ impl VaultClient {
     /// deadline. A node that is down, slow, sealed or failing (5xx, 429)
     /// hands over to the next; each untried node keeps a fair share of the
     /// time left. When every node of a cluster failed, another pass starts
-    /// after [`ROUND_PAUSE`] while time is left, so a request that meets an
+    /// after [`VAULT_ROUND_PAUSE`] while time is left, so a request that meets an
     /// election succeeds once a new active node serves. Any other answer,
     /// good or bad, is final. Returns the answering node's address and the
     /// body.
@@ -447,7 +431,7 @@ impl VaultClient {
                 let idx = (first + i) % n;
                 let Some(node) = nodes.get(idx) else { break };
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left < MIN_ATTEMPT && last.is_some() {
+                if left < VAULT_MIN_ATTEMPT && last.is_some() {
                     break;
                 }
                 let share = u32::try_from(n - i).unwrap_or(1).max(1);
@@ -470,16 +454,19 @@ impl VaultClient {
             let again = if n == 1 {
                 // A single node is retried once, at once, when a pooled
                 // keep-alive connection turned out dead (it restarted).
-                pass == 0 && matches!(last, Some(VaultError::Unreachable { .. })) && left >= MIN_ATTEMPT
+                pass == 0 && matches!(last, Some(VaultError::Unreachable { .. })) && left >= VAULT_MIN_ATTEMPT
             } else {
-                left >= ROUND_PAUSE + MIN_ATTEMPT
+                left >= VAULT_ROUND_PAUSE + VAULT_MIN_ATTEMPT
             };
             if !again {
                 break;
             }
             if n > 1 {
-                log::debug!("vault: no node could serve {}; next pass in {ROUND_PAUSE:?}", c.op);
-                std::thread::sleep(ROUND_PAUSE);
+                log::debug!(
+                    "vault: no node could serve {}; next pass in {VAULT_ROUND_PAUSE:?}",
+                    c.op
+                );
+                std::thread::sleep(VAULT_ROUND_PAUSE);
             }
         }
         Err(last.unwrap_or_else(|| VaultError::Timeout {
@@ -575,7 +562,7 @@ impl VaultClient {
         let status = resp.status().as_u16();
         if status == 307 {
             if let Some(loc) = resp.headers().get("location").and_then(|l| l.to_str().ok()) {
-                if loc.len() <= MAX_LOCATION {
+                if loc.len() <= VAULT_MAX_LOCATION {
                     record(Some(status));
                     return Err(Redirect::To(loc.to_owned()));
                 }
@@ -697,7 +684,7 @@ fn error_text(body: &str) -> String {
     };
     let one_line: String = joined.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let one_line = one_line.split_whitespace().collect::<Vec<_>>().join(" ");
-    match one_line.char_indices().nth(MAX_ERROR_TEXT) {
+    match one_line.char_indices().nth(VAULT_MAX_ERROR_TEXT) {
         Some((i, _)) => format!("{}...", one_line.get(..i).unwrap_or_default()),
         None => one_line,
     }
@@ -752,7 +739,7 @@ mod tests {
         assert_eq!(error_text(r#"{"errors":["a","b\nc"]}"#), "a; b c");
         assert_eq!(error_text("<html>\n bad gateway</html>"), "<html> bad gateway</html>");
         let long = "x".repeat(5000);
-        assert_eq!(error_text(&long).len(), MAX_ERROR_TEXT + 3);
+        assert_eq!(error_text(&long).len(), VAULT_MAX_ERROR_TEXT + 3);
         assert_eq!(error_text(""), "");
     }
 
@@ -779,7 +766,7 @@ mod tests {
         for _ in 0..20_000 {
             let body: String = rng.pick(&pieces, 16).concat();
             let t = error_text(&body);
-            assert!(t.chars().count() <= MAX_ERROR_TEXT + 3);
+            assert!(t.chars().count() <= VAULT_MAX_ERROR_TEXT + 3);
             assert!(!t.chars().any(|c| c.is_control()), "{t:?}");
         }
     }

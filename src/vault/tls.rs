@@ -7,7 +7,6 @@
 //! address. Each node has its own agent for this reason.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ureq::http::Uri;
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
@@ -15,16 +14,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use super::Settings;
-
-/// Connection setup (TCP + TLS) gets at most this much of a call's budget:
-/// a healthy Vault on the control plane's network connects in milliseconds,
-/// and a dead node must fail fast enough to try the next one in time.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Idle keep-alive connections kept per node. Matches the default in-flight
-/// cap so a burst does not open and close connections.
-const MAX_IDLE_CONNECTIONS: usize = 256;
-/// How long an idle connection is reused; Vault's own idle timeout is 5 min.
-const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
+use crate::limits::{VAULT_CONNECT_TIMEOUT, VAULT_MAX_IDLE_AGE, VAULT_MAX_IDLE_CONNECTIONS};
 
 /// Trusted roots, client certificate and verification switch, once.
 pub fn tls_config(cfg: &Settings) -> Result<TlsConfig, String> {
@@ -125,10 +115,10 @@ fn agent_config(cfg: &Settings, tls: &TlsConfig) -> ureq::config::Config {
         .max_redirects(0)
         .tls_config(tls.clone())
         .timeout_global(Some(cfg.vault_timeout))
-        .timeout_connect(Some(CONNECT_TIMEOUT.min(cfg.vault_timeout)))
-        .max_idle_connections(MAX_IDLE_CONNECTIONS)
-        .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
-        .max_idle_age(MAX_IDLE_AGE)
+        .timeout_connect(Some(VAULT_CONNECT_TIMEOUT.min(cfg.vault_timeout)))
+        .max_idle_connections(VAULT_MAX_IDLE_CONNECTIONS)
+        .max_idle_connections_per_host(VAULT_MAX_IDLE_CONNECTIONS)
+        .max_idle_age(VAULT_MAX_IDLE_AGE)
         .user_agent(concat!("trousseau/", env!("CARGO_PKG_VERSION")))
         .build()
 }

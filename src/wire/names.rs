@@ -2,10 +2,8 @@
 //! taken exactly as given (no trimming), so whatever parses is canonical;
 //! config trims an operator's flag value before it calls these.
 
+use crate::limits::MAX_KEY_NAME;
 use std::fmt;
-
-/// Longest transit key name accepted.
-const MAX_KEY_NAME: usize = 256;
 
 /// A transit key: mount path and key name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
