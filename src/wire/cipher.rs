@@ -4,7 +4,7 @@
 
 use super::key_id::{parse_version, KEY_ID_PREFIX};
 use super::names::{parse_key_path, KeyName};
-use super::WireError;
+use super::{check_size, WireError};
 
 const VAULT_PREFIX: &str = "vault:v";
 
@@ -58,16 +58,7 @@ pub fn v1_cipher(name: &KeyName, ct: &VaultCiphertext) -> Vec<u8> {
 /// belongs to the configured key.
 pub fn parse_v1_cipher(raw: &[u8]) -> Result<(Option<KeyName>, VaultCiphertext), WireError> {
     const WHAT: &str = "cipher";
-    if raw.is_empty() {
-        return Err(WireError::Empty(WHAT));
-    }
-    if raw.len() > crate::limits::V1_MAX_CIPHER {
-        return Err(WireError::TooLong {
-            what: WHAT,
-            len: raw.len(),
-            max: crate::limits::V1_MAX_CIPHER,
-        });
-    }
+    check_size(raw, WHAT, crate::limits::V1_MAX_CIPHER)?;
     let text = std::str::from_utf8(raw).map_err(|_| WireError::NotUtf8(WHAT))?;
     if let Some(rest) = text.strip_prefix(KEY_ID_PREFIX) {
         let (name, ct) = rest.split_once(':').ok_or(WireError::NotOurs(WHAT))?;
@@ -81,16 +72,7 @@ pub fn parse_v1_cipher(raw: &[u8]) -> Result<(Option<KeyName>, VaultCiphertext),
 /// Reads a v2 ciphertext: bytes of a Vault ciphertext.
 pub fn parse_v2_ciphertext(raw: &[u8]) -> Result<VaultCiphertext, WireError> {
     const WHAT: &str = "ciphertext";
-    if raw.is_empty() {
-        return Err(WireError::Empty(WHAT));
-    }
-    if raw.len() > crate::limits::V2_MAX_CIPHERTEXT {
-        return Err(WireError::TooLong {
-            what: WHAT,
-            len: raw.len(),
-            max: crate::limits::V2_MAX_CIPHERTEXT,
-        });
-    }
+    check_size(raw, WHAT, crate::limits::V2_MAX_CIPHERTEXT)?;
     let text = std::str::from_utf8(raw).map_err(|_| WireError::NotUtf8(WHAT))?;
     VaultCiphertext::parse(text, WHAT)
 }
@@ -98,14 +80,8 @@ pub fn parse_v2_ciphertext(raw: &[u8]) -> Result<VaultCiphertext, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::names::tests::name;
     use crate::wire::{parse_key_id, KeyVersion};
-
-    fn name() -> KeyName {
-        KeyName {
-            mount: "kms/transit".into(),
-            key: "kube-1.a".into(),
-        }
-    }
 
     #[test]
     fn vault_ciphertext_framing() {

@@ -3,7 +3,7 @@
 //! [`parse_key_id`] accepts, `key_id()` turns back into the same string.
 
 use super::names::{parse_key_path, KeyName};
-use super::WireError;
+use super::{check_size, WireError};
 
 /// The prefix of key ids and v1 ciphers.
 pub const KEY_ID_PREFIX: &str = "vault-transit:";
@@ -23,16 +23,7 @@ impl KeyVersion {
 
 /// Parses a key id produced by [`KeyVersion::key_id`].
 pub fn parse_key_id(raw: &str) -> Result<KeyVersion, WireError> {
-    if raw.is_empty() {
-        return Err(WireError::Empty("key_id"));
-    }
-    if raw.len() > crate::limits::V2_MAX_KEY_ID {
-        return Err(WireError::TooLong {
-            what: "key_id",
-            len: raw.len(),
-            max: crate::limits::V2_MAX_KEY_ID,
-        });
-    }
+    check_size(raw.as_bytes(), "key_id", crate::limits::V2_MAX_KEY_ID)?;
     let rest = raw
         .strip_prefix(KEY_ID_PREFIX)
         .ok_or_else(|| WireError::BadKeyId(format!("it does not start with \"{KEY_ID_PREFIX}\"")))?;
@@ -56,13 +47,7 @@ pub(super) fn parse_version(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn name() -> KeyName {
-        KeyName {
-            mount: "kms/transit".into(),
-            key: "kube-1.a".into(),
-        }
-    }
+    use crate::wire::names::tests::name;
 
     #[test]
     fn key_id_round_trips() {

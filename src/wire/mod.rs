@@ -58,3 +58,18 @@ impl fmt::Display for WireError {
         }
     }
 }
+
+/// Every field from the apiserver: present, and within its limit.
+fn check_size(raw: &[u8], what: &'static str, max: usize) -> Result<(), WireError> {
+    if raw.is_empty() {
+        return Err(WireError::Empty(what));
+    }
+    if raw.len() > max {
+        return Err(WireError::TooLong {
+            what,
+            len: raw.len(),
+            max,
+        });
+    }
+    Ok(())
+}

@@ -52,8 +52,16 @@ fn name_char(c: char) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A name with a nested mount and every allowed punctuation mark.
+    pub(crate) fn name() -> KeyName {
+        KeyName {
+            mount: "kms/transit".into(),
+            key: "kube-1.a".into(),
+        }
+    }
 
     #[test]
     fn names_are_taken_exactly_as_given() {
