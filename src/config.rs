@@ -46,9 +46,10 @@ pub const MAX_DECRYPT_KEYS: usize = 16;
 pub struct Config {
     /// Unix socket path. Defaults to [`DEFAULT_SOCKET`].
     pub socket: PathBuf,
-    /// Vault addresses, e.g. `https://vault.example:8200`, tried in order
-    /// of preference. At least one is required.
-    pub vault_addrs: Vec<String>,
+    /// How to reach Vault: addresses (at least one), namespace, TLS and
+    /// the per-request budget (defaults: no namespace, the bundled web PKI
+    /// roots, verification on, [`DEFAULT_VAULT_TIMEOUT`]).
+    pub vault: crate::vault::Settings,
     /// Transit mount path. Defaults to `transit`.
     pub transit_mount: String,
     /// Transit key name: encrypts every new DEK. Required.
@@ -57,21 +58,6 @@ pub struct Config {
     pub decrypt_keys: Vec<String>,
     /// How the plugin authenticates. Defaults to a token.
     pub auth: AuthConfig,
-    /// `X-Vault-Namespace` header. Defaults to none.
-    pub vault_namespace: Option<String>,
-    /// PEM file of CA certificates to trust for Vault. Defaults to the
-    /// bundled web PKI roots.
-    pub vault_cacert: Option<PathBuf>,
-    /// PEM client certificate and key presented to Vault. Defaults to none.
-    pub vault_client_cert: Option<PathBuf>,
-    pub vault_client_key: Option<PathBuf>,
-    /// Name to verify Vault's certificate against instead of the address's
-    /// host. Defaults to the host.
-    pub vault_tls_server_name: Option<String>,
-    /// Turn off TLS verification (logged loudly). Defaults to false.
-    pub vault_skip_verify: bool,
-    /// Budget for one Vault call. Defaults to [`DEFAULT_VAULT_TIMEOUT`].
-    pub vault_timeout: Duration,
     /// Cap on requests in flight. Defaults to [`DEFAULT_MAX_IN_FLIGHT`].
     pub max_in_flight: usize,
     /// Drain time after SIGTERM. Defaults to [`DEFAULT_SHUTDOWN_TIMEOUT`].
@@ -167,20 +153,6 @@ pub struct Sources<'a> {
 }
 
 impl Config {
-    /// The Vault client's part of the configuration.
-    pub fn vault_settings(&self) -> crate::vault::Settings {
-        crate::vault::Settings {
-            vault_addrs: self.vault_addrs.clone(),
-            vault_namespace: self.vault_namespace.clone(),
-            vault_cacert: self.vault_cacert.clone(),
-            vault_client_cert: self.vault_client_cert.clone(),
-            vault_client_key: self.vault_client_key.clone(),
-            vault_tls_server_name: self.vault_tls_server_name.clone(),
-            vault_skip_verify: self.vault_skip_verify,
-            vault_timeout: self.vault_timeout,
-        }
-    }
-
     /// Resolves and validates the configuration in one step.
     pub fn resolve(src: &Sources<'_>) -> Result<Config, ConfigError> {
         let mut file_values = BTreeMap::new();
@@ -288,18 +260,20 @@ impl Config {
 
         Ok(Config {
             socket,
-            vault_addrs,
+            vault: crate::vault::Settings {
+                addrs: vault_addrs,
+                namespace: vault_namespace,
+                cacert: vault_cacert,
+                client_cert: vault_client_cert,
+                client_key: vault_client_key,
+                tls_server_name: vault_tls_server_name,
+                skip_verify: vault_skip_verify,
+                timeout: vault_timeout,
+            },
             transit_mount,
             transit_key,
             decrypt_keys,
             auth,
-            vault_namespace,
-            vault_cacert,
-            vault_client_cert,
-            vault_client_key,
-            vault_tls_server_name,
-            vault_skip_verify,
-            vault_timeout,
             max_in_flight,
             shutdown_timeout,
             http_addr,
@@ -316,17 +290,17 @@ impl Config {
         format!(
             "socket={} vault_addrs={} transit={}/{} decrypt_keys={} auth=[{}] namespace={} cacert={} client_cert={} tls_server_name={} skip_verify={} vault_timeout={:?} max_in_flight={} shutdown_timeout={:?} http_addr={}",
             self.socket.display(),
-            self.vault_addrs.join(","),
+            self.vault.addrs.join(","),
             self.transit_mount,
             self.transit_key,
             if self.decrypt_keys.is_empty() { "-".to_owned() } else { self.decrypt_keys.join(",") },
             self.auth.describe(),
-            self.vault_namespace.as_deref().unwrap_or("-"),
-            path(&self.vault_cacert),
-            path(&self.vault_client_cert),
-            self.vault_tls_server_name.as_deref().unwrap_or("-"),
-            self.vault_skip_verify,
-            self.vault_timeout,
+            self.vault.namespace.as_deref().unwrap_or("-"),
+            path(&self.vault.cacert),
+            path(&self.vault.client_cert),
+            self.vault.tls_server_name.as_deref().unwrap_or("-"),
+            self.vault.skip_verify,
+            self.vault.timeout,
             self.max_in_flight,
             self.shutdown_timeout,
             self.http_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),

@@ -52,22 +52,22 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         .map_err(|e| ServeError(format!("cannot install signal handlers: {e}")))?;
 
     log::info!("trousseau {} starting: {}", env!("CARGO_PKG_VERSION"), cfg.summary());
-    if cfg.vault_skip_verify {
+    if cfg.vault.skip_verify {
         log::warn!("TLS VERIFICATION OF VAULT IS DISABLED (VAULT_SKIP_VERIFY / --vault-skip-verify): anyone on the path can read DEKs and the token. Use --vault-cacert instead.");
     }
-    for addr in &cfg.vault_addrs {
+    for addr in &cfg.vault.addrs {
         if addr.starts_with("http://") && !is_loopback_url(addr) {
             log::warn!("vault address {addr} is plain HTTP: the token and DEKs cross the network unencrypted");
         }
     }
-    if cfg.vault_timeout >= crate::limits::APISERVER_DEFAULT_DEADLINE {
-        log::warn!("--vault-timeout {:?} is not below the apiserver's default KMS timeout (3s); raise the EncryptionConfiguration timeout to match", cfg.vault_timeout);
+    if cfg.vault.timeout >= crate::limits::APISERVER_DEFAULT_DEADLINE {
+        log::warn!("--vault-timeout {:?} is not below the apiserver's default KMS timeout (3s); raise the EncryptionConfiguration timeout to match", cfg.vault.timeout);
     }
 
-    let vault = VaultClient::new(&cfg.vault_settings()).map_err(|e| ServeError(format!("vault client: {e}")))?;
+    let vault = VaultClient::new(&cfg.vault).map_err(|e| ServeError(format!("vault client: {e}")))?;
     // Before the socket exists: bad credentials, an unreachable Vault or a
     // wrong CA stop the plugin here with a message saying which.
-    let session = Session::start(cfg.auth.clone(), vault.clone(), cfg.vault_timeout).map_err(ServeError)?;
+    let session = Session::start(cfg.auth.clone(), vault.clone(), cfg.vault.timeout).map_err(ServeError)?;
     session
         .spawn_keeper()
         .map_err(|e| ServeError(format!("cannot start the session keeper thread: {e}")))?;
@@ -80,7 +80,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         session,
         key_name(&cfg.transit_key),
         cfg.decrypt_keys.iter().map(key_name).collect(),
-        cfg.vault_timeout,
+        cfg.vault.timeout,
     ));
     let in_flight = grpc::InFlight::new(cfg.max_in_flight);
 

@@ -36,16 +36,16 @@ fn defaults() {
     let c = sample_config();
     assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
     assert_eq!(c.transit_mount, "transit");
-    assert_eq!(c.vault_timeout, DEFAULT_VAULT_TIMEOUT);
+    assert_eq!(c.vault.timeout, DEFAULT_VAULT_TIMEOUT);
     assert_eq!(c.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
     assert_eq!(c.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
-    assert!(!c.vault_skip_verify);
+    assert!(!c.vault.skip_verify);
     assert_eq!(
         c.auth,
         AuthConfig::Token(TokenSource::Env(Secret::new("s.topsecret".into())))
     );
-    assert_eq!(c.vault_addrs, vec!["http://127.0.0.1:8200".to_owned()]);
-    assert!(c.decrypt_keys.is_empty() && c.vault_tls_server_name.is_none() && c.vault_client_cert.is_none());
+    assert_eq!(c.vault.addrs, vec!["http://127.0.0.1:8200".to_owned()]);
+    assert!(c.decrypt_keys.is_empty() && c.vault.tls_server_name.is_none() && c.vault.client_cert.is_none());
 }
 
 #[test]
@@ -56,10 +56,10 @@ fn precedence_flag_env_file_default() {
     );
     let env = [("VAULT_ADDR", "http://env:1"), ("VAULT_TOKEN", "t")];
     let c = resolve(&[("config", &file)], &env).unwrap();
-    assert_eq!(c.vault_addrs, ["http://env:1"], "env beats file");
+    assert_eq!(c.vault.addrs, ["http://env:1"], "env beats file");
     assert_eq!(c.transit_key, "fromfile");
     assert_eq!(c.transit_mount, "m/file");
-    assert_eq!(c.vault_timeout, Duration::from_secs(1));
+    assert_eq!(c.vault.timeout, Duration::from_secs(1));
     let c = resolve(
         &[
             ("config", &file),
@@ -69,7 +69,7 @@ fn precedence_flag_env_file_default() {
         &env,
     )
     .unwrap();
-    assert_eq!(c.vault_addrs, ["http://flag:1"], "flag beats env");
+    assert_eq!(c.vault.addrs, ["http://flag:1"], "flag beats env");
     assert_eq!(c.transit_key, "flagkey", "flag beats file");
 }
 
@@ -198,7 +198,7 @@ fn addresses_and_decrypt_keys() {
     )
     .unwrap();
     assert_eq!(
-        c.vault_addrs,
+        c.vault.addrs,
         ["http://a:1", "http://b:1"],
         "order kept, duplicates dropped"
     );
@@ -208,14 +208,14 @@ fn addresses_and_decrypt_keys() {
         r#"{"transit-key": "k", "vault-addr": ["https://v1:8200", "https://v2:8200"], "decrypt-key": ["k0"]}"#,
     );
     let c = resolve(&[("config", &f)], &env).unwrap();
-    assert_eq!(c.vault_addrs, ["https://v1:8200", "https://v2:8200"]);
+    assert_eq!(c.vault.addrs, ["https://v1:8200", "https://v2:8200"]);
     assert_eq!(c.decrypt_keys, ["k0"]);
     let c = resolve(
         &[("transit-key", "k"), ("vault-addr", "https://v:8200")],
         &[("VAULT_TOKEN", "t"), ("VAULT_TLS_SERVER_NAME", "Vault.Example.")],
     )
     .unwrap();
-    assert_eq!(c.vault_tls_server_name.as_deref(), Some("vault.example"));
+    assert_eq!(c.vault.tls_server_name.as_deref(), Some("vault.example"));
 }
 
 #[test]

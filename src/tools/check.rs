@@ -54,11 +54,11 @@ pub fn run(cfg: &Config) -> Result<(), String> {
             "transit key {}/{}, {} Vault address(es), auth {}",
             cfg.transit_mount,
             cfg.transit_key,
-            cfg.vault_addrs.len(),
+            cfg.vault.addrs.len(),
             cfg.auth.describe()
         ),
     );
-    let vault = match VaultClient::new(&cfg.vault_settings()) {
+    let vault = match VaultClient::new(&cfg.vault) {
         Ok(v) => v,
         Err(e) => {
             r.fail(
@@ -69,7 +69,7 @@ pub fn run(cfg: &Config) -> Result<(), String> {
             return finish(&r);
         }
     };
-    let deadline = || Instant::now() + cfg.vault_timeout;
+    let deadline = || Instant::now() + cfg.vault.timeout;
 
     let mut reachable = 0;
     for (addr, h) in vault.health_of_each(deadline()) {
@@ -96,7 +96,7 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         return finish(&r);
     }
 
-    let session = match Session::start(cfg.auth.clone(), vault.clone(), cfg.vault_timeout) {
+    let session = match Session::start(cfg.auth.clone(), vault.clone(), cfg.vault.timeout) {
         Ok(s) => s,
         Err(e) => {
             r.fail("auth", e, auth_fix(&cfg.auth));

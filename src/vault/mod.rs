@@ -215,8 +215,8 @@ impl VaultClient {
     /// pool. Fails on an unreadable CA, certificate or key.
     pub fn new(cfg: &Settings) -> Result<VaultClient, String> {
         let tls = tls::tls_config(cfg)?;
-        let mut nodes = Vec::with_capacity(cfg.vault_addrs.len());
-        for addr in &cfg.vault_addrs {
+        let mut nodes = Vec::with_capacity(cfg.addrs.len());
+        for addr in &cfg.addrs {
             let (base, agent) = tls::node_agent(cfg, &tls, addr)?;
             nodes.push(Node {
                 addr: addr.clone(),
@@ -232,7 +232,7 @@ impl VaultClient {
                 nodes,
                 redirect_agent: tls::plain_agent(cfg, &tls),
                 preferred: AtomicUsize::new(0),
-                namespace: cfg.vault_namespace.clone(),
+                namespace: cfg.namespace.clone(),
             }),
         })
     }
@@ -774,9 +774,9 @@ mod tests {
     #[test]
     fn redirects_go_to_a_known_node_or_the_same_scheme() {
         let mut cfg = crate::config::tests::sample_config();
-        cfg.vault_addrs = vec!["https://v1:8200".into(), "https://v2:8200".into()];
-        cfg.vault_tls_server_name = Some("vault.internal".into());
-        let c = VaultClient::new(&cfg.vault_settings()).unwrap();
+        cfg.vault.addrs = vec!["https://v1:8200".into(), "https://v2:8200".into()];
+        cfg.vault.tls_server_name = Some("vault.internal".into());
+        let c = VaultClient::new(&cfg.vault).unwrap();
         let from = c.inner.nodes.first().unwrap();
         // A configured node keeps its own agent and server name.
         let (_, addr, url) = c.redirect_target(from, "https://v2:8200/v1/transit/encrypt/k").unwrap();
@@ -803,7 +803,7 @@ mod tests {
     #[test]
     fn debug_shows_no_credentials() {
         let cfg = crate::config::tests::sample_config();
-        let c = VaultClient::new(&cfg.vault_settings()).unwrap();
+        let c = VaultClient::new(&cfg.vault).unwrap();
         let d = format!("{c:?}");
         assert!(!d.contains("topsecret") && d.contains("127.0.0.1:8200"), "{d}");
     }

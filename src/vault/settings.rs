@@ -1,29 +1,29 @@
 //! What the Vault client needs to know, and nothing more: its own small
-//! settings (the daemon and `trousseau check` take them from the resolved
-//! configuration), and the one parser of a Vault address, which config uses
+//! settings (a part of the resolved configuration, `Config::vault`), and the one parser of a Vault address, which config uses
 //! for `--vault-addr` and the client for a 307's target.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How to reach Vault. Field names follow the flags they come from.
+/// How to reach Vault. Each field is named after the `--vault-*` flag it
+/// comes from.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Every node, `https://host:port` (`--vault-addr`).
-    pub vault_addrs: Vec<String>,
+    pub addrs: Vec<String>,
     /// `X-Vault-Namespace` (`--vault-namespace`).
-    pub vault_namespace: Option<String>,
+    pub namespace: Option<String>,
     /// PEM CA bundle to verify Vault with (`--vault-cacert`).
-    pub vault_cacert: Option<PathBuf>,
+    pub cacert: Option<PathBuf>,
     /// PEM client certificate and key (`--vault-client-cert`, `--vault-client-key`).
-    pub vault_client_cert: Option<PathBuf>,
-    pub vault_client_key: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     /// Name Vault's certificate is checked against (`--vault-tls-server-name`).
-    pub vault_tls_server_name: Option<String>,
+    pub tls_server_name: Option<String>,
     /// Skip TLS verification (`--vault-skip-verify`).
-    pub vault_skip_verify: bool,
+    pub skip_verify: bool,
     /// One request's whole Vault budget (`--vault-timeout`).
-    pub vault_timeout: Duration,
+    pub timeout: Duration,
 }
 
 /// `scheme://host[:port]`, `https` or `http`, no path, query or user; a

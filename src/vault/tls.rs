@@ -19,14 +19,14 @@ use crate::limits::{VAULT_CONNECT_TIMEOUT, VAULT_MAX_IDLE_AGE, VAULT_MAX_IDLE_CO
 /// Trusted roots, client certificate and verification switch, once.
 pub fn tls_config(cfg: &Settings) -> Result<TlsConfig, String> {
     let mut tls = TlsConfig::builder();
-    if let Some(path) = &cfg.vault_cacert {
+    if let Some(path) = &cfg.cacert {
         let certs = read_pem(path, "CA file")?.0;
         if certs.is_empty() {
             return Err(format!("CA file {} holds no PEM certificate", path.display()));
         }
         tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
     }
-    if let (Some(cert), Some(key)) = (&cfg.vault_client_cert, &cfg.vault_client_key) {
+    if let (Some(cert), Some(key)) = (&cfg.client_cert, &cfg.client_key) {
         let chain = read_pem(cert, "client certificate")?.0;
         if chain.is_empty() {
             return Err(format!(
@@ -42,7 +42,7 @@ pub fn tls_config(cfg: &Settings) -> Result<TlsConfig, String> {
         };
         tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, private)));
     }
-    if cfg.vault_skip_verify {
+    if cfg.skip_verify {
         tls = tls.disable_verification(true);
     }
     Ok(tls.build())
@@ -90,7 +90,7 @@ impl Resolver for PinnedResolver {
 /// `addr`'s host; without one, both are `addr`.
 pub fn node_agent(cfg: &Settings, tls: &TlsConfig, addr: &str) -> Result<(String, ureq::Agent), String> {
     let agent_config = agent_config(cfg, tls);
-    match (&cfg.vault_tls_server_name, addr.strip_prefix("https://")) {
+    match (&cfg.tls_server_name, addr.strip_prefix("https://")) {
         (Some(name), Some(_)) => {
             let real: Uri = addr.parse().map_err(|e| format!("vault address {addr}: {e}"))?;
             let port = real.port_u16().unwrap_or(443);
@@ -114,8 +114,8 @@ fn agent_config(cfg: &Settings, tls: &TlsConfig) -> ureq::config::Config {
         .http_status_as_error(false)
         .max_redirects(0)
         .tls_config(tls.clone())
-        .timeout_global(Some(cfg.vault_timeout))
-        .timeout_connect(Some(VAULT_CONNECT_TIMEOUT.min(cfg.vault_timeout)))
+        .timeout_global(Some(cfg.timeout))
+        .timeout_connect(Some(VAULT_CONNECT_TIMEOUT.min(cfg.timeout)))
         .max_idle_connections(VAULT_MAX_IDLE_CONNECTIONS)
         .max_idle_connections_per_host(VAULT_MAX_IDLE_CONNECTIONS)
         .max_idle_age(VAULT_MAX_IDLE_AGE)
