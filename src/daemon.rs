@@ -1,6 +1,6 @@
 //! `trousseau serve`: the composition root, the one place that knows every
 //! part. Start-up order (signals, warnings, Vault client, session, core,
-//! HTTP listener, socket, gRPC), the first health probe, and the drain on
+//! HTTP listener, socket, gRPC), the first health check, and the drain on
 //! SIGTERM or SIGINT.
 
 use std::fmt;
@@ -104,11 +104,11 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         }
     }
 
-    // First health probe in the background: logs whether Vault and the key
+    // First health check in the background: logs whether Vault and the key
     // work without delaying the socket the apiserver waits for.
-    let probe_kms = kms.clone();
-    let _ = std::thread::Builder::new().name("first-probe".into()).spawn(move || {
-        let r = probe_kms.status();
+    let check_kms = kms.clone();
+    let _ = std::thread::Builder::new().name("first-check".into()).spawn(move || {
+        let r = check_kms.status();
         match r.healthy {
             Ok(()) => log::info!("vault check ok: current key {}", r.key_id.unwrap_or_default()),
             Err(why) => log::warn!("vault check failed (serving anyway; Status reports unhealthy): {why}"),

@@ -6,15 +6,14 @@
 //! ([`grpc`] with its `v1` and `v2` services, [`ops`] for the HTTP
 //! endpoints) call the one core, [`kms`]; it reads and writes the formats of
 //! [`wire`] and calls [`vault`], the only code that speaks HTTP to Vault,
-//! with a token [`session`] keeps valid using the method [`auth`]
-//! describes. [`socket`] owns the Unix socket's lifecycle, [`config`] turns
+//! with a token [`session`] keeps valid (its `auth` describes the login
+//! methods). [`socket`] owns the Unix socket's lifecycle, [`config`] turns
 //! flags, environment and file into one validated struct, and [`tools`]
 //! holds `check` and `probe`.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
-pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod daemon;

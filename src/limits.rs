@@ -37,20 +37,21 @@ pub const MAX_GRPC_MESSAGE: usize = 256 * 1024;
 /// few hundred bytes; error pages from proxies can be a few KiB.
 pub const MAX_VAULT_RESPONSE: u64 = 1024 * 1024;
 
-/// How long a successful health probe (a real transit encrypt + decrypt) is
+/// How long a successful health check (a real transit encrypt + decrypt) is
 /// reused by Status. The apiserver polls Status every 60 s while healthy and
 /// wants a KEK rotation visible within about a minute; 10 s keeps Vault
 /// traffic from Status at most 2 calls per 10 s however often Status is
 /// called, and a rotation visible within 10 s.
-pub const HEALTHY_PROBE_TTL: Duration = Duration::from_secs(10);
+pub const HEALTHY_CHECK_TTL: Duration = Duration::from_secs(10);
 
-/// How long a failed probe is reused. The apiserver polls every 10 s while
+/// How long a failed health check is reused. The apiserver polls every 10 s while
 /// failing; 1 s lets recovery show at the next poll while bounding a burst
-/// of Status calls to one probe per second.
-pub const FAILING_PROBE_TTL: Duration = Duration::from_secs(1);
+/// of Status calls to one check per second.
+pub const FAILING_CHECK_TTL: Duration = Duration::from_secs(1);
 
-/// Bytes of the fixed, non-secret plaintext the health probe encrypts.
-pub const PROBE_PLAINTEXT: &[u8] = b"trousseau-health-probe";
+/// The fixed, non-secret plaintext the health check encrypts (its value
+/// predates the name "health check"; it is only ever sent to Vault).
+pub const HEALTH_CHECK_PLAINTEXT: &[u8] = b"trousseau-health-probe";
 
 /// Thread stack for one request. A ureq call (rustls handshake included)
 /// needs far less than Rust's 2 MiB default; 1 MiB keeps a wide margin

@@ -1,8 +1,9 @@
 //! Unit tests for config resolution: precedence, validation messages.
 
 use super::*;
-use crate::auth::{AuthConfig, TokenSource};
-use std::collections::HashMap;
+use crate::secret::Secret;
+use crate::session::auth::{AuthConfig, TokenSource};
+use std::collections::{BTreeMap, HashMap};
 
 fn flags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -161,7 +162,7 @@ fn auth_methods() {
         AuthConfig::Kubernetes {
             mount: "kubernetes".into(),
             role: "kms".into(),
-            jwt_file: crate::auth::DEFAULT_K8S_TOKEN_FILE.into()
+            jwt_file: crate::session::auth::DEFAULT_K8S_TOKEN_FILE.into()
         }
     );
     let cert = tmpfile("cert.pem", "x");

@@ -1,16 +1,16 @@
 //! Health: one real transit round trip, cached and single-flight, shared
-//! by KMS v2 Status, `/readyz` and `/metrics`. At most one probe per
-//! [`HEALTHY_PROBE_TTL`] while healthy and per [`FAILING_PROBE_TTL`] while
+//! by KMS v2 Status, `/readyz` and `/metrics`. At most one check per
+//! [`HEALTHY_CHECK_TTL`] while healthy and per [`FAILING_CHECK_TTL`] while
 //! failing, however many callers ask.
 
 use std::sync::{MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::Kms;
-use crate::limits::{FAILING_PROBE_TTL, HEALTHY_PROBE_TTL, PROBE_PLAINTEXT};
+use crate::limits::{FAILING_CHECK_TTL, HEALTHY_CHECK_TTL, HEALTH_CHECK_PLAINTEXT};
 use crate::wire::{KeyName, KeyVersion};
 
-/// What the last health probe found.
+/// What the last health check found.
 #[derive(Clone, Debug)]
 pub enum Health {
     Unknown,
@@ -26,7 +26,7 @@ pub enum Health {
     },
 }
 
-pub(super) struct ProbeState {
+pub(super) struct CheckState {
     pub(super) health: Health,
     pub(super) probing: bool,
 }
@@ -43,22 +43,22 @@ pub struct StatusReport {
 /// What `/metrics` shows without calling Vault.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gauges {
-    /// The last probe succeeded.
+    /// The last check succeeded.
     pub ready: bool,
-    /// The latest transit key version seen (probe or Encrypt).
+    /// The latest transit key version seen (health check or Encrypt).
     pub key_version: Option<u64>,
     /// Time left on the Vault token; `None` when it never expires.
     pub token_ttl: Option<Duration>,
 }
 
 impl Health {
-    /// Whether the last probe succeeded.
+    /// Whether the last check succeeded.
     pub fn is_ok(&self) -> bool {
         matches!(self, Health::Ok { .. })
     }
 }
 
-pub(super) fn lock(m: &std::sync::Mutex<ProbeState>) -> MutexGuard<'_, ProbeState> {
+pub(super) fn lock(m: &std::sync::Mutex<CheckState>) -> MutexGuard<'_, CheckState> {
     // The state is a plain value that every writer leaves consistent; a
     // panicked writer cannot leave it half-updated.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -67,7 +67,7 @@ pub(super) fn lock(m: &std::sync::Mutex<ProbeState>) -> MutexGuard<'_, ProbeStat
 impl Kms {
     /// What `/metrics` shows, without calling Vault.
     pub fn gauges(&self) -> Gauges {
-        let st = lock(&self.probe);
+        let st = lock(&self.check);
         Gauges {
             ready: st.health.is_ok(),
             key_version: known_version(&st.health),
@@ -75,12 +75,12 @@ impl Kms {
         }
     }
 
-    /// Health and current key id, from a probe at most
-    /// [`HEALTHY_PROBE_TTL`] old (or [`FAILING_PROBE_TTL`] when failing).
-    /// Concurrent callers share one probe: a burst of Status calls costs
-    /// Vault at most one probe (an encrypt and a decrypt).
+    /// Health and current key id, from a health check at most
+    /// [`HEALTHY_CHECK_TTL`] old (or [`FAILING_CHECK_TTL`] when failing).
+    /// Concurrent callers share one check: a burst of Status calls costs
+    /// Vault at most one check (an encrypt and a decrypt).
     pub fn status(&self) -> StatusReport {
-        let mut st = lock(&self.probe);
+        let mut st = lock(&self.check);
         loop {
             if fresh(&st.health) {
                 return report(&self.key, &st.health);
@@ -91,7 +91,7 @@ impl Kms {
             // Another thread is probing; wait for it, bounded by its budget.
             let wait = self.timeout + Duration::from_millis(200);
             let (g, res) = self
-                .probe_done
+                .check_done
                 .wait_timeout(st, wait)
                 .unwrap_or_else(PoisonError::into_inner);
             st = g;
@@ -102,9 +102,9 @@ impl Kms {
         st.probing = true;
         drop(st);
 
-        let outcome = self.probe_once();
+        let outcome = self.check_round_trip();
 
-        let mut st = lock(&self.probe);
+        let mut st = lock(&self.check);
         let now = Instant::now();
         st.health = match outcome {
             Ok(version) => {
@@ -137,22 +137,22 @@ impl Kms {
         st.probing = false;
         let r = report(&self.key, &st.health);
         drop(st);
-        self.probe_done.notify_all();
+        self.check_done.notify_all();
         r
     }
 
     /// One real transit round trip with a fixed, non-secret plaintext.
-    fn probe_once(&self) -> Result<u64, String> {
+    fn check_round_trip(&self) -> Result<u64, String> {
         let deadline = self.deadline();
         let ct = self
             .with_token(deadline, |t| {
-                self.vault.encrypt(t, &self.key, PROBE_PLAINTEXT, deadline)
+                self.vault.encrypt(t, &self.key, HEALTH_CHECK_PLAINTEXT, deadline)
             })
             .map_err(|e| e.to_string())?;
         let pt = self
             .with_token(deadline, |t| self.vault.decrypt(t, &self.key, &ct, deadline))
             .map_err(|e| e.to_string())?;
-        if pt != PROBE_PLAINTEXT {
+        if pt != HEALTH_CHECK_PLAINTEXT {
             return Err("vault transit round trip returned different bytes".into());
         }
         Ok(ct.version())
@@ -161,7 +161,7 @@ impl Kms {
     /// An Encrypt saw a version: let Status report it at once if newer, so
     /// Status and Encrypt agree on the key id right after a rotation.
     pub(super) fn saw_version(&self, v: u64) {
-        let mut st = lock(&self.probe);
+        let mut st = lock(&self.check);
         if let Health::Ok { version, .. } = &mut st.health {
             if v > *version {
                 *version = v;
@@ -173,8 +173,8 @@ impl Kms {
 fn fresh(h: &Health) -> bool {
     match h {
         Health::Unknown => false,
-        Health::Ok { at, .. } => at.elapsed() < HEALTHY_PROBE_TTL,
-        Health::Failing { at, .. } => at.elapsed() < FAILING_PROBE_TTL,
+        Health::Ok { at, .. } => at.elapsed() < HEALTHY_CHECK_TTL,
+        Health::Failing { at, .. } => at.elapsed() < FAILING_CHECK_TTL,
     }
 }
 
@@ -248,11 +248,11 @@ mod tests {
             at: Instant::now(),
             version: 1
         }));
-        let old = Instant::now().checked_sub(HEALTHY_PROBE_TTL + Duration::from_millis(1));
+        let old = Instant::now().checked_sub(HEALTHY_CHECK_TTL + Duration::from_millis(1));
         if let Some(at) = old {
             assert!(!fresh(&Health::Ok { at, version: 1 }));
         }
-        let failing_old = Instant::now().checked_sub(FAILING_PROBE_TTL + Duration::from_millis(1));
+        let failing_old = Instant::now().checked_sub(FAILING_CHECK_TTL + Duration::from_millis(1));
         if let Some(at) = failing_old {
             assert!(!fresh(&Health::Failing {
                 at,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub use error::KmsError;
-use health::ProbeState;
+use health::CheckState;
 pub use health::{Gauges, Health, StatusReport};
 
 use crate::limits::MAX_PLAINTEXT;
@@ -28,8 +28,8 @@ pub struct Kms {
     /// Older keys that still decrypt (`--decrypt-key`).
     decrypt_keys: Vec<KeyName>,
     timeout: Duration,
-    probe: Mutex<ProbeState>,
-    probe_done: Condvar,
+    check: Mutex<CheckState>,
+    check_done: Condvar,
 }
 
 impl Kms {
@@ -46,11 +46,11 @@ impl Kms {
             key,
             decrypt_keys,
             timeout,
-            probe: Mutex::new(ProbeState {
+            check: Mutex::new(CheckState {
                 health: Health::Unknown,
                 probing: false,
             }),
-            probe_done: Condvar::new(),
+            check_done: Condvar::new(),
         }
     }
 

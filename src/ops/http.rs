@@ -5,8 +5,8 @@
 //!   Never looks at Vault: a liveness probe that followed Vault would turn
 //!   a Vault outage into a crash loop of every plugin.
 //! - `/readyz`, `/healthz`: a real transit round trip succeeded recently
-//!   (the same cached, single-flight probe as KMS v2 Status: at most one
-//!   probe per 10 s while healthy, per second while failing); the reason in
+//!   (the same cached, single-flight health check as KMS v2 Status: at most one
+//!   check per 10 s while healthy, per second while failing); the reason in
 //!   the body when not.
 //! - `/metrics`: Prometheus (OpenMetrics) text.
 //!
@@ -26,7 +26,7 @@ use crate::limits::{HTTP_IO_TIMEOUT, HTTP_MAX_CONNECTIONS, HTTP_MAX_HEAD};
 use crate::metrics::{metrics, Snapshot};
 
 /// What the endpoints need to know, and nothing more: the plugin's health
-/// (the same cached, single-flight probe as KMS v2 Status), its gauges and
+/// (the same cached, single-flight health check as KMS v2 Status), its gauges and
 /// the requests in flight.
 pub trait Observed: Send + Sync + 'static {
     fn status(&self) -> StatusReport;

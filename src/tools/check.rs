@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use base64::Engine as _;
 
-use crate::auth::AuthConfig;
 use crate::config::Config;
-use crate::limits::PROBE_PLAINTEXT;
+use crate::limits::HEALTH_CHECK_PLAINTEXT;
+use crate::session::auth::AuthConfig;
 use crate::session::Session;
 use crate::vault::{VaultClient, VaultError, VaultErrorClass};
 use crate::wire::{KeyName, VaultCiphertext};
@@ -159,7 +159,7 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         Err(e) => r.fail("key", e.to_string(), "see the message"),
     }
 
-    let ct = match vault.encrypt(&token, &key, PROBE_PLAINTEXT, deadline()) {
+    let ct = match vault.encrypt(&token, &key, HEALTH_CHECK_PLAINTEXT, deadline()) {
         Ok(ct) => {
             r.ok(
                 "encrypt",
@@ -188,7 +188,7 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         match vault.decrypt(&token, &key, &ct, deadline()) {
             Ok(pt) => {
                 r.ok("decrypt", format!("allowed on {}/decrypt/{}", key.mount, key.key));
-                if pt == PROBE_PLAINTEXT {
+                if pt == HEALTH_CHECK_PLAINTEXT {
                     r.ok("round trip", "decrypt returned the bytes encrypted");
                 } else {
                     r.fail(

@@ -18,16 +18,13 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::auth::{read_credential, AuthConfig, TokenSource};
-use crate::limits::{SESSION_CAP_SLACK, SESSION_IDLE_WAKE, SESSION_RETRY_MAX, SESSION_RETRY_MIN, SESSION_VERIFIED_FOR};
+pub mod auth;
+mod keeper;
+
+use crate::limits::SESSION_VERIFIED_FOR;
 use crate::secret::Secret;
 use crate::vault::{Lease, LoginToken, VaultClient, VaultError, VaultErrorClass};
-
-/// Renew when this fraction of the lease has passed, as Vault Agent's
-/// lifetime watcher does (about 2/3): a third of the lease is left to
-/// retry a failed renewal or log in again.
-const RENEW_AT_NUM: u32 = 2;
-const RENEW_AT_DEN: u32 = 3;
+use auth::{read_credential, AuthConfig, TokenSource};
 
 /// The token a request uses and its generation (bumped at every change).
 #[derive(Clone)]
@@ -217,7 +214,7 @@ impl Session {
                 match self.client.lookup_self(&token, deadline) {
                     Err(e) if e.class() == VaultErrorClass::Denied => {
                         log::info!("vault: the token was refused and fails lookup-self; logging in again");
-                        self.login_flagged(deadline).ok()
+                        self.finish_login(deadline).ok()
                     }
                     // Valid (the policy refused), or Vault cannot tell us
                     // now: a login would not help either way.
@@ -235,8 +232,9 @@ impl Session {
         }
     }
 
-    /// One login at a time: marks it in progress, then logs in.
-    fn login_once(&self, deadline: Instant) -> Result<Ticket, String> {
+    /// One login at a time: refused when one is already in progress,
+    /// otherwise marks it in progress and logs in.
+    fn try_login(&self, deadline: Instant) -> Result<Ticket, String> {
         {
             let mut st = lock(&self.state);
             if st.logging_in {
@@ -244,12 +242,13 @@ impl Session {
             }
             st.logging_in = true;
         }
-        self.login_flagged(deadline)
+        self.finish_login(deadline)
     }
 
-    /// Logs in (the caller set `logging_in`) without holding the lock,
-    /// installs the new token, clears the flag and wakes every waiter.
-    fn login_flagged(&self, deadline: Instant) -> Result<Ticket, String> {
+    /// The login itself, for a caller that has set `logging_in`: logs in
+    /// without holding the lock, installs the new token, clears the flag
+    /// and wakes every waiter.
+    fn finish_login(&self, deadline: Instant) -> Result<Ticket, String> {
         let r = login(&self.auth, &self.client, deadline);
         let mut st = lock(&self.state);
         st.logging_in = false;
@@ -276,134 +275,6 @@ impl Session {
         }
     }
 
-    /// Starts the keeper thread that renews the token or logs in again.
-    pub fn spawn_keeper(self: &Arc<Self>) -> std::io::Result<()> {
-        let me = Arc::clone(self);
-        std::thread::Builder::new()
-            .name("vault-session".into())
-            .spawn(move || me.keep())
-            .map(|_| ())
-    }
-
-    fn keep(&self) {
-        let mut backoff = SESSION_RETRY_MIN;
-        let mut retry_at: Option<Instant> = None;
-        loop {
-            let (gen, wake, action) = {
-                let st = lock(&self.state);
-                let (at, action) = self.plan(&st);
-                (st.ticket.gen, retry_at.map_or(at, |r| r.max(at)), action)
-            };
-            // Sleep until it is time, or until the token changes.
-            {
-                let mut st = lock(&self.state);
-                while st.ticket.gen == gen && Instant::now() < wake {
-                    let left = wake.saturating_duration_since(Instant::now());
-                    st = self
-                        .changed
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-                if st.ticket.gen != gen {
-                    retry_at = None;
-                    backoff = SESSION_RETRY_MIN;
-                    continue;
-                }
-            }
-            match self.act(gen, action) {
-                // Nothing to do until the token changes or time passes.
-                Ok(()) if matches!(action, Action::Nothing) => retry_at = Some(Instant::now() + SESSION_IDLE_WAKE),
-                Ok(()) => {
-                    retry_at = None;
-                    backoff = SESSION_RETRY_MIN;
-                }
-                Err(e) => {
-                    log::warn!("vault session: {e}; retrying in {}s", backoff.as_secs());
-                    retry_at = Some(Instant::now() + backoff);
-                    backoff = (backoff * 2).min(SESSION_RETRY_MAX);
-                }
-            }
-        }
-    }
-
-    /// When to act next and what to do.
-    fn plan(&self, st: &State) -> (Instant, Action) {
-        let Some(lease) = st.lease else {
-            return (Instant::now(), Action::Lookup);
-        };
-        if lease.ttl.is_zero() {
-            return (Instant::now() + SESSION_IDLE_WAKE, Action::Nothing);
-        }
-        let at = st.lease_at + lease.ttl * RENEW_AT_NUM / RENEW_AT_DEN;
-        let action = if lease.renewable {
-            Action::Renew(lease.granted)
-        } else if self.auth.can_login() {
-            Action::Login
-        } else {
-            Action::Nothing
-        };
-        (at, action)
-    }
-
-    fn act(&self, gen: u64, action: Action) -> Result<(), String> {
-        let token = lock(&self.state).ticket.token.clone();
-        let deadline = Instant::now() + self.timeout;
-        match action {
-            Action::Nothing => Ok(()),
-            Action::Lookup => {
-                let lease = self
-                    .client
-                    .lookup_self(&token, deadline)
-                    .map_err(|e| format!("lookup-self of the new token failed: {e}"))?;
-                self.set_lease(gen, lease);
-                Ok(())
-            }
-            Action::Login => self.login_once(deadline).map(|_| ()),
-            Action::Renew(increment) => match self.client.renew_self(&token, increment, deadline) {
-                Ok(mut lease) if lease.ttl + SESSION_CAP_SLACK < increment => {
-                    // Renewing again would only shrink the lease further.
-                    lease.renewable = false;
-                    lease.granted = increment;
-                    self.set_lease(gen, lease);
-                    if self.auth.can_login() {
-                        log::info!(
-                            "vault: token renewed for only {}s of {}s asked (max TTL near); logging in again",
-                            lease.ttl.as_secs(),
-                            increment.as_secs()
-                        );
-                        return self.login_once(deadline).map(|_| ());
-                    }
-                    log::warn!(
-                        "vault token reaches its max TTL in {}s; the token file must be refreshed before then",
-                        lease.ttl.as_secs()
-                    );
-                    Ok(())
-                }
-                Ok(mut lease) => {
-                    log::debug!("vault: token renewed, ttl {}s", lease.ttl.as_secs());
-                    lease.granted = increment;
-                    self.set_lease(gen, lease);
-                    Ok(())
-                }
-                Err(e) if self.auth.can_login() => {
-                    log::info!("vault: renewal refused ({}); logging in again", e.class_name());
-                    self.login_once(deadline).map(|_| ())
-                }
-                Err(e) => Err(format!("token renewal failed: {e}")),
-            },
-        }
-    }
-
-    /// Records a lease for generation `gen` (ignored if the token changed).
-    fn set_lease(&self, gen: u64, lease: Lease) {
-        let mut st = lock(&self.state);
-        if st.ticket.gen == gen {
-            st.lease = Some(lease);
-            st.lease_at = Instant::now();
-        }
-    }
-
     /// Time left on the current token; `None` when it never expires or is
     /// not known yet. For `/metrics`.
     pub fn ttl_left(&self) -> Option<Duration> {
@@ -413,18 +284,10 @@ impl Session {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Action {
-    Nothing,
-    Lookup,
-    Login,
-    Renew(Duration),
-}
-
 fn login(auth: &AuthConfig, client: &VaultClient, deadline: Instant) -> Result<LoginToken, VaultError> {
     let req = auth.login_request().map_err(VaultError::Credentials)?;
     let Some(req) = req else {
         return Err(VaultError::Credentials("the token method cannot log in".into()));
     };
-    client.login(&req, deadline)
+    client.login(&req.path, &req.body, deadline)
 }

@@ -1,0 +1,181 @@
+//! Where each value comes from: flags, then the environment variable a
+//! key has (if any), then the JSON file given by `--config`. Every value
+//! remembers its source, so an error names what to change.
+
+use std::collections::BTreeMap;
+
+use super::ConfigError;
+use crate::limits::MAX_CONFIG_FILE;
+
+/// Keys accepted as `--KEY VALUE` flags and as keys of the JSON file, with
+/// the environment variable (if any) that sits between them in precedence.
+pub const KEYS: &[(&str, Option<&str>)] = &[
+    ("socket", None),
+    ("vault-addr", Some("VAULT_ADDR")),
+    ("transit-mount", None),
+    ("transit-key", None),
+    ("decrypt-key", None),
+    ("auth-method", None),
+    ("auth-mount", None),
+    ("auth-role", None),
+    ("vault-token-file", None),
+    ("approle-role-id-file", None),
+    ("approle-secret-id-file", None),
+    ("jwt-file", None),
+    ("vault-namespace", Some("VAULT_NAMESPACE")),
+    ("vault-cacert", Some("VAULT_CACERT")),
+    ("vault-client-cert", Some("VAULT_CLIENT_CERT")),
+    ("vault-client-key", Some("VAULT_CLIENT_KEY")),
+    ("vault-tls-server-name", Some("VAULT_TLS_SERVER_NAME")),
+    ("vault-skip-verify", Some("VAULT_SKIP_VERIFY")),
+    ("vault-timeout", None),
+    ("max-in-flight", None),
+    ("shutdown-timeout", None),
+    ("http-addr", None),
+];
+
+/// Keys that may be given more than once (or comma-separated, or as a JSON
+/// array); their values are joined with commas.
+pub const MULTI_KEYS: &[&str] = &["vault-addr", "decrypt-key"];
+
+/// Where a value came from, named the way an operator would fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Origin {
+    Flag,
+    Env(&'static str),
+    File,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Value {
+    pub key: &'static str,
+    pub raw: String,
+    pub origin: Origin,
+}
+
+impl Value {
+    /// The source as an operator would fix it: `--flag`, `VAR`, or the
+    /// config file key.
+    pub fn describe(&self) -> String {
+        match &self.origin {
+            Origin::Flag => format!("--{}", self.key),
+            Origin::Env(v) => v.to_string(),
+            Origin::File => format!("config file key \"{}\"", self.key),
+        }
+    }
+}
+
+/// Parses a value if some source set it; an error names that source.
+pub(super) fn parsed<T>(v: Option<Value>, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, ConfigError> {
+    v.map(|v| parse(&v.raw).map_err(|m| ConfigError(format!("{}: {m}", v.describe()))))
+        .transpose()
+}
+
+/// Raw inputs: `flags` are `--key value` pairs already split by the CLI,
+/// `env` looks up an environment variable; the file comes from the
+/// `config` flag.
+pub struct Sources<'a> {
+    pub flags: &'a BTreeMap<String, String>,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// The three sources, with the file already read.
+pub(super) struct Layers<'a> {
+    src: &'a Sources<'a>,
+    file: BTreeMap<String, String>,
+}
+
+impl<'a> Layers<'a> {
+    /// Refuses unknown flags, then reads `--config` if given.
+    pub fn load(src: &'a Sources<'a>) -> Result<Layers<'a>, ConfigError> {
+        for k in src.flags.keys() {
+            if k != "config" && !KEYS.iter().any(|(n, _)| n == k) {
+                return Err(ConfigError(format!(
+                    "unknown flag --{k} (see `trousseau serve --help`)"
+                )));
+            }
+        }
+        let file = match src.flags.get("config") {
+            Some(path) => read_config_file(path)?,
+            None => BTreeMap::new(),
+        };
+        Ok(Layers { src, file })
+    }
+
+    /// The value of `key` from the first source that sets it (an empty
+    /// environment variable does not count).
+    pub fn get(&self, key: &'static str) -> Option<Value> {
+        let value = |raw: String, origin| Some(Value { key, raw, origin });
+        if let Some(v) = self.src.flags.get(key) {
+            return value(v.clone(), Origin::Flag);
+        }
+        let env_name = KEYS.iter().find(|(n, _)| *n == key).and_then(|(_, e)| *e);
+        if let Some(name) = env_name {
+            if let Some(v) = (self.src.env)(name).filter(|v| !v.is_empty()) {
+                return value(v, Origin::Env(name));
+            }
+        }
+        self.file.get(key).and_then(|v| value(v.clone(), Origin::File))
+    }
+
+    /// A flag as given, for a key whose sources need their own order.
+    pub fn flag(&self, key: &str) -> Option<&str> {
+        self.src.flags.get(key).map(String::as_str)
+    }
+
+    /// An environment variable, even one no key is bound to.
+    pub fn env(&self, name: &str) -> Option<String> {
+        (self.src.env)(name)
+    }
+
+    /// A config file key as given.
+    pub fn file(&self, key: &str) -> Option<&str> {
+        self.file.get(key).map(String::as_str)
+    }
+}
+
+fn read_config_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let text = read_small_file(path, MAX_CONFIG_FILE).map_err(|m| ConfigError(format!("--config {path}: {m}")))?;
+    parse_config_json(&text).map_err(|m| ConfigError(format!("--config {path}: {m}")))
+}
+
+/// Parses the JSON config file: one object whose keys are [`KEYS`].
+pub fn parse_config_json(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let obj = v
+        .as_object()
+        .ok_or("must be a JSON object such as {\"transit-key\": \"kube\"}")?;
+    let mut out = BTreeMap::new();
+    for (k, v) in obj {
+        if !KEYS.iter().any(|(n, _)| n == k) {
+            let known: Vec<&str> = KEYS.iter().map(|(n, _)| *n).collect();
+            return Err(format!("unknown key \"{k}\"; known keys: {}", known.join(", ")));
+        }
+        let s = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            serde_json::Value::Array(items) if MULTI_KEYS.contains(&k.as_str()) => {
+                let strs: Option<Vec<&str>> = items.iter().map(|i| i.as_str()).collect();
+                strs.ok_or_else(|| format!("key \"{k}\" must be a list of strings"))?
+                    .join(",")
+            }
+            _ => return Err(format!("key \"{k}\" must be a string, number or boolean")),
+        };
+        out.insert(k.clone(), s);
+    }
+    Ok(out)
+}
+
+fn read_small_file(path: &str, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut s = String::new();
+    f.take(max + 1)
+        .read_to_string(&mut s)
+        .map_err(|e| format!("cannot read as UTF-8 text: {e}"))?;
+    if s.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(s)
+}

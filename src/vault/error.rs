@@ -1,0 +1,271 @@
+//! What a failed Vault call was, in words an operator can act on: the
+//! variants say what happened, the class says what to do about it (retry,
+//! fix the policy, fix the input), and the messages name the address, path
+//! and HTTP status but never a token or a plaintext.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::limits::VAULT_MAX_ERROR_TEXT;
+
+/// A failed Vault call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VaultError {
+    /// TCP connect, DNS, TLS or I/O failed before an HTTP answer arrived.
+    Unreachable { addr: String, cause: String },
+    /// No complete answer within the call's budget.
+    Timeout { addr: String, after: Duration },
+    /// Vault answered with a non-2xx status.
+    Status {
+        addr: String,
+        op: &'static str,
+        path: String,
+        status: u16,
+        message: String,
+    },
+    /// Vault answered 2xx with a body we cannot use.
+    BadResponse { addr: String, path: String, what: String },
+    /// A credential file could not be used for a login (no call was made).
+    Credentials(String),
+}
+
+/// The kind of failure, for mapping to gRPC codes and for log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VaultErrorClass {
+    /// Vault down, sealed, overloaded, slow or a standby: retry later.
+    Unavailable,
+    /// 401/403: token or policy problem.
+    Denied,
+    /// The key or the transit mount does not exist.
+    NotFound,
+    /// Vault refused the input (tampered, wrong key, malformed).
+    Rejected,
+    /// Anything else: a Vault or plugin bug.
+    Internal,
+}
+
+impl VaultErrorClass {
+    /// Short name for log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            VaultErrorClass::Unavailable => "vault_unavailable",
+            VaultErrorClass::Denied => "vault_denied",
+            VaultErrorClass::NotFound => "vault_not_found",
+            VaultErrorClass::Rejected => "vault_rejected",
+            VaultErrorClass::Internal => "vault_internal",
+        }
+    }
+}
+
+impl VaultError {
+    pub fn class_name(&self) -> &'static str {
+        self.class().name()
+    }
+
+    pub fn class(&self) -> VaultErrorClass {
+        match self {
+            VaultError::Unreachable { .. } | VaultError::Timeout { .. } => VaultErrorClass::Unavailable,
+            VaultError::BadResponse { .. } => VaultErrorClass::Internal,
+            VaultError::Credentials(_) => VaultErrorClass::Denied,
+            VaultError::Status { status, message, .. } => match *status {
+                401 | 403 => VaultErrorClass::Denied,
+                404 => VaultErrorClass::NotFound,
+                400 if message.contains("not found") => VaultErrorClass::NotFound,
+                400 | 422 => VaultErrorClass::Rejected,
+                // 307 (standby without forwarding), 412, 429 (rate limit),
+                // 472/473 (DR/perf standby), 5xx incl. 503 (sealed).
+                307 | 412 | 429 | 472 | 473 | 500..=599 => VaultErrorClass::Unavailable,
+                _ => VaultErrorClass::Internal,
+            },
+        }
+    }
+}
+
+impl fmt::Display for VaultError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VaultError::Unreachable { addr, cause } => write!(f, "vault at {addr} unreachable: {cause}"),
+            VaultError::Timeout { addr, after } => write!(f, "vault at {addr} did not answer within {after:?}"),
+            VaultError::Status {
+                addr,
+                op,
+                path,
+                status,
+                message,
+            } => {
+                write!(f, "vault at {addr} answered HTTP {status} to {op} {path}")?;
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                match (*status, self.class()) {
+                    (503, _) => write!(f, " (vault is sealed or in maintenance)"),
+                    (429, _) => write!(f, " (rate limited or a standby node)"),
+                    (307, _) => write!(f, " (a standby redirected us somewhere unusable; list the active node in --vault-addr)"),
+                    (_, _) if *op == "login" => write!(f, " (check the credentials, the role and the auth mount)"),
+                    (_, VaultErrorClass::Denied) if op.ends_with("-self") => write!(f, " (the token is invalid, expired or revoked, or lacks Vault's default policy, which allows {path})"),
+                    (_, VaultErrorClass::Denied) if *op == "encrypt" => write!(f, " (the token is invalid or expired, or its policy must grant \"update\" on {path}; also check that the key exists, as trousseau never creates keys)"),
+                    (_, VaultErrorClass::Denied) => write!(f, " (the token is invalid or expired, or its policy must grant \"update\" on {path})"),
+                    (_, VaultErrorClass::NotFound) => write!(f, " (check the transit mount and key name, and that the key exists)"),
+                    _ => Ok(()),
+                }
+            }
+            VaultError::BadResponse { addr, path, what } => {
+                write!(f, "vault at {addr} sent an unusable answer to {path}: {what}")
+            }
+            VaultError::Credentials(m) => write!(f, "cannot log in: {m}"),
+        }
+    }
+}
+
+/// Errors that say "this node cannot serve now", not "this request is
+/// wrong": the only ones that hand a call over to the next node.
+pub(super) fn fails_over(e: &VaultError) -> bool {
+    e.class() == VaultErrorClass::Unavailable
+}
+
+/// A 2xx answer we cannot use.
+pub(super) fn bad(addr: &str, path: &str, what: &str) -> VaultError {
+    VaultError::BadResponse {
+        addr: addr.to_owned(),
+        path: path.to_owned(),
+        what: what.to_owned(),
+    }
+}
+
+/// A ureq failure (no HTTP status) as ours.
+pub(super) fn transport_error(addr: &str, e: ureq::Error, budget: Duration) -> VaultError {
+    let addr = addr.to_owned();
+    match e {
+        ureq::Error::Timeout(_) => VaultError::Timeout { addr, after: budget },
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => VaultError::Timeout { addr, after: budget },
+        ureq::Error::BodyExceedsLimit(n) => VaultError::BadResponse {
+            addr,
+            path: String::new(),
+            what: format!("body larger than {n} bytes"),
+        },
+        // rustls failures arrive as ureq::Error::Rustls, ::Tls or wrapped in ::Io.
+        e if is_tls_failure(&e) => VaultError::Unreachable {
+            addr,
+            cause: format!(
+                "TLS handshake failed: {e} (if Vault's certificate is signed by a private CA, \
+                 point --vault-cacert or VAULT_CACERT at that CA's PEM file; if it names another \
+                 host, set --vault-tls-server-name)"
+            ),
+        },
+        other => VaultError::Unreachable {
+            addr,
+            cause: other.to_string(),
+        },
+    }
+}
+
+fn is_tls_failure(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) => true,
+        ureq::Error::Io(io) => {
+            let m = io.to_string().to_ascii_lowercase();
+            m.contains("certificate") || m.contains("handshake") || m.contains("tls")
+        }
+        _ => false,
+    }
+}
+
+/// Vault's `{"errors": [...]}` joined, shortened; raw text if not JSON.
+pub(super) fn error_text(body: &str) -> String {
+    let joined = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(v) => v
+            .get("errors")
+            .and_then(|e| e.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; "))
+            .unwrap_or_default(),
+        Err(_) => body.trim().to_owned(),
+    };
+    let one_line: String = joined.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let one_line = one_line.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(VAULT_MAX_ERROR_TEXT) {
+        Some((i, _)) => format!("{}...", one_line.get(..i).unwrap_or_default()),
+        None => one_line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn status(code: u16, msg: &str) -> VaultError {
+        VaultError::Status {
+            addr: "http://v:8200".into(),
+            op: "encrypt",
+            path: "transit/encrypt/k".into(),
+            status: code,
+            message: msg.into(),
+        }
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(status(503, "Vault is sealed").class(), VaultErrorClass::Unavailable);
+        assert_eq!(status(500, "").class(), VaultErrorClass::Unavailable);
+        assert_eq!(status(429, "").class(), VaultErrorClass::Unavailable);
+        assert_eq!(status(307, "").class(), VaultErrorClass::Unavailable);
+        assert_eq!(status(403, "permission denied").class(), VaultErrorClass::Denied);
+        assert_eq!(
+            status(400, "encryption key not found").class(),
+            VaultErrorClass::NotFound
+        );
+        assert_eq!(status(404, "").class(), VaultErrorClass::NotFound);
+        assert_eq!(
+            status(400, "cipher: message authentication failed").class(),
+            VaultErrorClass::Rejected
+        );
+        assert_eq!(status(418, "").class(), VaultErrorClass::Internal);
+    }
+
+    #[test]
+    fn messages_name_address_status_and_advice() {
+        let m = status(403, "permission denied").to_string();
+        assert!(
+            m.contains("http://v:8200") && m.contains("403") && m.contains("update") && m.contains("transit/encrypt/k"),
+            "{m}"
+        );
+        let m = status(503, "Vault is sealed").to_string();
+        assert!(m.contains("sealed") && m.contains("503"), "{m}");
+    }
+
+    #[test]
+    fn error_text_is_short_and_single_line() {
+        assert_eq!(error_text(r#"{"errors":["a","b\nc"]}"#), "a; b c");
+        assert_eq!(error_text("<html>\n bad gateway</html>"), "<html> bad gateway</html>");
+        let long = "x".repeat(5000);
+        assert_eq!(error_text(&long).len(), VAULT_MAX_ERROR_TEXT + 3);
+        assert_eq!(error_text(""), "");
+    }
+
+    /// Whatever a server or proxy sends, the message we build stays one
+    /// bounded line and never panics.
+    #[test]
+    fn error_text_on_arbitrary_bodies() {
+        let pieces = [
+            "{",
+            "}",
+            "\"errors\"",
+            ":",
+            "[",
+            "]",
+            "\"x\"",
+            ",",
+            "\n",
+            "é",
+            "\u{7}",
+            "null",
+            "1",
+        ];
+        let mut rng = crate::testutil::Rng::new(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..20_000 {
+            let body: String = rng.pick(&pieces, 16).concat();
+            let t = error_text(&body);
+            assert!(t.chars().count() <= VAULT_MAX_ERROR_TEXT + 3);
+            assert!(!t.chars().any(|c| c.is_control()), "{t:?}");
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! `sys/` endpoints, for `check` only: each node's health.
+
+use std::time::Instant;
+
+use super::transport::{Call, Method};
+use super::{NodeHealth, VaultClient, VaultError};
+
+impl VaultClient {
+    /// `GET /v1/sys/health` of every node, without a token, for `check`:
+    /// each node's answer (`standbyok` makes a standby answer 200).
+    pub fn health_of_each(&self, deadline: Instant) -> Vec<(String, Result<NodeHealth, VaultError>)> {
+        let c = Call {
+            op: "health",
+            method: Method::Get,
+            path: "sys/health?standbyok=true&perfstandbyok=true",
+            body: None,
+            token: None,
+        };
+        self.inner
+            .nodes
+            .iter()
+            .map(|node| {
+                let r = self.attempt(node, &c, deadline).map(|v| NodeHealth {
+                    standby: v.get("standby").and_then(|b| b.as_bool()).unwrap_or(false),
+                    version: v.get("version").and_then(|s| s.as_str()).unwrap_or("?").to_owned(),
+                });
+                (node.addr.clone(), r)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,287 @@
+//! Getting one call to Vault and its answer back: trying the configured
+//! nodes in order of preference within the call's deadline, following a
+//! standby's 307 one hop, and reading a bounded body. Everything above this
+//! file deals in paths and JSON; everything below it is ureq.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::error::{bad, error_text, fails_over, transport_error};
+use super::{parse_addr, VaultClient, VaultError};
+use crate::limits::{MAX_VAULT_RESPONSE, VAULT_MAX_LOCATION, VAULT_MIN_ATTEMPT, VAULT_ROUND_PAUSE};
+use crate::secret::Secret;
+
+/// The HTTP method of a call: transit, login and renewal write; lookups
+/// and health read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Method {
+    Get,
+    Post,
+}
+
+/// One HTTP call to Vault.
+pub(super) struct Call<'a> {
+    /// Names the call in log lines, metrics and error messages.
+    pub op: &'static str,
+    pub method: Method,
+    /// After `/v1/`.
+    pub path: &'a str,
+    /// JSON for a POST; `{}` when absent.
+    pub body: Option<&'a str>,
+    pub token: Option<&'a Secret>,
+}
+
+/// One configured Vault address.
+pub(super) struct Node {
+    /// As configured, for messages and for matching redirect targets.
+    pub addr: String,
+    /// What request URLs start with (the host is the TLS server name when
+    /// one is set).
+    pub base: String,
+    pub agent: ureq::Agent,
+}
+
+/// A call that got no usable answer from one request: either a standby
+/// pointed elsewhere, or the call failed for good at this node.
+enum NotAnswered {
+    Redirected { location: String },
+    Failed(VaultError),
+}
+
+impl VaultClient {
+    /// Sends one call, trying nodes in order of preference within the
+    /// deadline. A node that is down, slow, sealed or failing (5xx, 429)
+    /// hands over to the next; each untried node keeps a fair share of the
+    /// time left. When every node of a cluster failed, another pass starts
+    /// after [`VAULT_ROUND_PAUSE`] while time is left, so a request that meets an
+    /// election succeeds once a new active node serves. Any other answer,
+    /// good or bad, is final. Returns the answering node's address and the
+    /// body.
+    pub(super) fn call(&self, c: &Call<'_>, deadline: Instant) -> Result<(String, serde_json::Value), VaultError> {
+        let nodes = &self.inner.nodes;
+        let n = nodes.len();
+        let first = self.inner.preferred.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for pass in 0.. {
+            for i in 0..n {
+                let idx = (first + i) % n;
+                let Some(node) = nodes.get(idx) else { break };
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left < VAULT_MIN_ATTEMPT && last.is_some() {
+                    break;
+                }
+                let share = u32::try_from(n - i).unwrap_or(1).max(1);
+                match self.attempt(node, c, Instant::now() + left / share) {
+                    Ok(v) => {
+                        if idx != first {
+                            self.inner.preferred.store(idx, Ordering::Relaxed);
+                            log::info!("vault: now preferring {} (the node that answers)", node.addr);
+                        }
+                        return Ok((node.addr.clone(), v));
+                    }
+                    Err(e) if fails_over(&e) => {
+                        log::debug!("vault: {} failed {} ({})", node.addr, c.op, e.class_name());
+                        last = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let again = if n == 1 {
+                // A single node is retried once, at once, when a pooled
+                // keep-alive connection turned out dead (it restarted).
+                pass == 0 && matches!(last, Some(VaultError::Unreachable { .. })) && left >= VAULT_MIN_ATTEMPT
+            } else {
+                left >= VAULT_ROUND_PAUSE + VAULT_MIN_ATTEMPT
+            };
+            if !again {
+                break;
+            }
+            if n > 1 {
+                log::debug!(
+                    "vault: no node could serve {}; next pass in {VAULT_ROUND_PAUSE:?}",
+                    c.op
+                );
+                std::thread::sleep(VAULT_ROUND_PAUSE);
+            }
+        }
+        Err(last.unwrap_or_else(|| VaultError::Timeout {
+            addr: self.preferred_addr().to_owned(),
+            after: Duration::ZERO,
+        }))
+    }
+
+    /// One node: one request, and one hop more if a standby answers 307.
+    pub(super) fn attempt(
+        &self,
+        node: &Node,
+        c: &Call<'_>,
+        deadline: Instant,
+    ) -> Result<serde_json::Value, VaultError> {
+        let url = format!("{}/v1/{}", node.base, c.path);
+        let location = match self.send(&node.agent, &node.addr, &url, c, deadline) {
+            Ok(v) => return Ok(v),
+            Err(NotAnswered::Failed(e)) => return Err(e),
+            Err(NotAnswered::Redirected { location }) => location,
+        };
+        let redirect_refused = |addr: String, message: &str| VaultError::Status {
+            addr,
+            op: c.op,
+            path: c.path.to_owned(),
+            status: 307,
+            message: message.into(),
+        };
+        let (agent, addr, url) = self
+            .redirect_target(node, &location)
+            .ok_or_else(|| redirect_refused(node.addr.clone(), "redirect to an unusable location"))?;
+        log::debug!("vault: {} redirected {} to {addr}", node.addr, c.op);
+        match self.send(agent, &addr, &url, c, deadline) {
+            Ok(v) => Ok(v),
+            Err(NotAnswered::Failed(e)) => Err(e),
+            Err(NotAnswered::Redirected { .. }) => Err(redirect_refused(addr, "redirected twice")),
+        }
+    }
+
+    /// Where a 307 points: a configured node (its agent, so a server name
+    /// override still applies) or another address of the same scheme. An
+    /// https node is never redirected to plain http. Returns the agent, the
+    /// target's address and the full URL.
+    fn redirect_target<'s>(&'s self, from: &Node, location: &str) -> Option<(&'s ureq::Agent, String, String)> {
+        let (scheme, rest) = location.split_once("://")?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let base = format!("{scheme}://{authority}");
+        let from_scheme = from.addr.split("://").next().unwrap_or("");
+        if parse_addr(&base).is_err() || (from_scheme == "https" && scheme != "https") {
+            return None;
+        }
+        let path = path.strip_prefix("v1/")?;
+        match self.inner.nodes.iter().find(|n| n.addr == base) {
+            Some(n) => Some((&n.agent, n.addr.clone(), format!("{}/v1/{path}", n.base))),
+            None => Some((&self.inner.redirect_agent, base.clone(), format!("{base}/v1/{path}"))),
+        }
+    }
+
+    /// One HTTP request within what is left of the deadline; records its
+    /// status and latency in the metrics.
+    fn send(
+        &self,
+        agent: &ureq::Agent,
+        addr: &str,
+        url: &str,
+        c: &Call<'_>,
+        deadline: Instant,
+    ) -> Result<serde_json::Value, NotAnswered> {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        if budget.is_zero() {
+            return Err(NotAnswered::Failed(VaultError::Timeout {
+                addr: addr.to_owned(),
+                after: Duration::ZERO,
+            }));
+        }
+        let ns = self.inner.namespace.as_deref();
+        let started = Instant::now();
+        let sent = match c.method {
+            Method::Post => {
+                let req = headers(agent.post(url), c.token, ns).header("Content-Type", "application/json");
+                req.config()
+                    .timeout_global(Some(budget))
+                    .build()
+                    .send(c.body.unwrap_or("{}").as_bytes())
+            }
+            Method::Get => headers(agent.get(url), c.token, ns)
+                .config()
+                .timeout_global(Some(budget))
+                .build()
+                .call(),
+        };
+        let record = |status| crate::metrics::metrics().vault_call(c.op, status, started.elapsed());
+        let mut resp = sent.map_err(|e| {
+            record(None);
+            NotAnswered::Failed(transport_error(addr, e, budget))
+        })?;
+        let status = resp.status().as_u16();
+        if status == 307 {
+            if let Some(loc) = resp.headers().get("location").and_then(|l| l.to_str().ok()) {
+                if loc.len() <= VAULT_MAX_LOCATION {
+                    record(Some(status));
+                    return Err(NotAnswered::Redirected {
+                        location: loc.to_owned(),
+                    });
+                }
+            }
+        }
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_VAULT_RESPONSE)
+            .read_to_string()
+            .map_err(|e| {
+                record(None);
+                NotAnswered::Failed(transport_error(addr, e, budget))
+            })?;
+        record(Some(status));
+        if !(200..300).contains(&status) {
+            return Err(NotAnswered::Failed(VaultError::Status {
+                addr: addr.to_owned(),
+                op: c.op,
+                path: c.path.to_owned(),
+                status,
+                message: error_text(&text),
+            }));
+        }
+        serde_json::from_str(&text).map_err(|_| NotAnswered::Failed(bad(addr, c.path, "body is not JSON")))
+    }
+}
+
+/// Token and namespace headers; `X-Vault-Request` as Vault's own CLI sends.
+fn headers<B>(mut req: ureq::RequestBuilder<B>, token: Option<&Secret>, ns: Option<&str>) -> ureq::RequestBuilder<B> {
+    if let Some(t) = token {
+        req = req.header("X-Vault-Token", t.expose());
+    }
+    if let Some(ns) = ns {
+        req = req.header("X-Vault-Namespace", ns);
+    }
+    req.header("X-Vault-Request", "true")
+}
+
+/// An object member of an answer (`data`, `auth`), if it is one.
+pub(super) fn section<'v>(
+    v: &'v serde_json::Value,
+    name: &str,
+) -> Option<&'v serde_json::Map<String, serde_json::Value>> {
+    v.get(name).and_then(|d| d.as_object())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_go_to_a_known_node_or_the_same_scheme() {
+        let mut cfg = crate::config::tests::sample_config();
+        cfg.vault.addrs = vec!["https://v1:8200".into(), "https://v2:8200".into()];
+        cfg.vault.tls_server_name = Some("vault.internal".into());
+        let c = VaultClient::new(&cfg.vault).unwrap();
+        let from = c.inner.nodes.first().unwrap();
+        // A configured node keeps its own agent and server name.
+        let (_, addr, url) = c.redirect_target(from, "https://v2:8200/v1/transit/encrypt/k").unwrap();
+        assert_eq!(addr, "https://v2:8200");
+        assert_eq!(url, "https://vault.internal:8200/v1/transit/encrypt/k");
+        // Another https address is followed as is.
+        let (_, addr, url) = c.redirect_target(from, "https://v9:8200/v1/transit/decrypt/k").unwrap();
+        assert_eq!(
+            (addr.as_str(), url.as_str()),
+            ("https://v9:8200", "https://v9:8200/v1/transit/decrypt/k")
+        );
+        // Never from https down to http, never outside /v1/, never junk.
+        for bad in [
+            "http://v2:8200/v1/transit/encrypt/k",
+            "https://v2:8200/ui/",
+            "https://user@v2:8200/v1/x",
+            "/v1/relative",
+            "",
+        ] {
+            assert!(c.redirect_target(from, bad).is_none(), "{bad}");
+        }
+    }
+}
