@@ -17,7 +17,7 @@ fn openbao_stopped_then_back_recovers_without_restart() {
     let before_v1 = encrypt_v1(&c, &pt).unwrap();
 
     bao.stop();
-    // Let the healthy Status result age out (HEALTHY_PROBE_TTL is 10 s); in
+    // Let the healthy Status result age out (HEALTHY_CHECK_TTL is 10 s); in
     // the meantime every Encrypt/Decrypt must fail fast.
     let t0 = Instant::now();
     let mut saw_unhealthy = None;
