@@ -5,6 +5,7 @@ mod auth;
 mod deploy;
 mod ha;
 mod harness;
+mod layout;
 mod lifecycle;
 mod ops;
 mod session;
