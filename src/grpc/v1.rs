@@ -46,9 +46,9 @@ impl KeyManagementService for V1 {
     fn encrypt(&mut self, ctx: RpcContext<'_>, req: EncryptRequest, sink: UnarySink<EncryptResponse>) {
         dispatch(&ctx, sink, &self.0, "v1beta1", "encrypt", String::new(), move |kms| {
             check_version(&req.version)?;
-            let (ct, kv) = kms.encrypt(&req.plain, MAX_PLAINTEXT)?;
+            let sealed = kms.encrypt(&req.plain, MAX_PLAINTEXT)?;
             let mut resp = EncryptResponse::new();
-            resp.cipher = v1_cipher(&kv.name, &ct);
+            resp.cipher = v1_cipher(&sealed.key.name, &sealed.ciphertext);
             Ok(resp)
         });
     }
@@ -56,11 +56,11 @@ impl KeyManagementService for V1 {
     fn decrypt(&mut self, ctx: RpcContext<'_>, req: DecryptRequest, sink: UnarySink<DecryptResponse>) {
         dispatch(&ctx, sink, &self.0, "v1beta1", "decrypt", String::new(), move |kms| {
             check_version(&req.version)?;
-            let (name, ct) = parse_v1_cipher(&req.cipher)?;
+            let cipher = parse_v1_cipher(&req.cipher)?;
             let mut resp = DecryptResponse::new();
-            resp.plain = match name {
-                Some(name) => kms.decrypt(&name, &ct)?,
-                None => kms.decrypt_unnamed(&ct)?,
+            resp.plain = match &cipher.key {
+                Some(name) => kms.decrypt(name, &cipher.ciphertext)?,
+                None => kms.decrypt_unnamed(&cipher.ciphertext)?,
             };
             Ok(resp)
         });

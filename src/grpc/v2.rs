@@ -33,16 +33,16 @@ impl KeyManagementService for V2 {
     fn encrypt(&mut self, ctx: RpcContext<'_>, req: EncryptRequest, sink: UnarySink<EncryptResponse>) {
         let uid = req.uid.clone();
         dispatch(&ctx, sink, &self.0, "v2", "encrypt", uid, move |kms| {
-            let (ct, kv) = kms.encrypt(&req.plaintext, V2_MAX_PLAINTEXT)?;
+            let sealed = kms.encrypt(&req.plaintext, V2_MAX_PLAINTEXT)?;
             let mut resp = EncryptResponse::new();
-            resp.ciphertext = ct.as_str().as_bytes().to_vec();
+            resp.ciphertext = sealed.ciphertext.as_str().as_bytes().to_vec();
             if resp.ciphertext.len() > V2_MAX_CIPHERTEXT {
                 return Err(KmsError::Internal(format!(
                     "vault ciphertext is {} bytes; KMS v2 allows {V2_MAX_CIPHERTEXT}",
                     resp.ciphertext.len()
                 )));
             }
-            resp.key_id = kv.key_id();
+            resp.key_id = sealed.key.key_id();
             Ok(resp)
         });
     }

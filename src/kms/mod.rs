@@ -32,6 +32,14 @@ pub struct Kms {
     check_done: Condvar,
 }
 
+/// What an Encrypt produced: Vault's ciphertext and the key version that
+/// made it (the adapters turn it into a key id or a v1 cipher's name).
+#[derive(Clone, Debug)]
+pub struct Encrypted {
+    pub ciphertext: VaultCiphertext,
+    pub key: KeyVersion,
+}
+
 impl Kms {
     pub fn new(
         vault: VaultClient,
@@ -82,7 +90,7 @@ impl Kms {
     /// Encrypts a DEK with the transit key's latest version. `max_len` is
     /// the calling API's plaintext limit (at most [`MAX_PLAINTEXT`]); larger
     /// or empty input is refused before any Vault call.
-    pub fn encrypt(&self, plaintext: &[u8], max_len: usize) -> Result<(VaultCiphertext, KeyVersion), KmsError> {
+    pub fn encrypt(&self, plaintext: &[u8], max_len: usize) -> Result<Encrypted, KmsError> {
         if plaintext.is_empty() {
             return Err(KmsError::Invalid("plaintext is empty".into()));
         }
@@ -100,7 +108,10 @@ impl Kms {
             version: ct.version(),
         };
         self.saw_version(kv.version);
-        Ok((ct, kv))
+        Ok(Encrypted {
+            ciphertext: ct,
+            key: kv,
+        })
     }
 
     /// Decrypts a ciphertext that names `key`. Only the primary key and the

@@ -87,7 +87,7 @@ fn handle(mut stream: TcpStream, shared: &View, socket: &std::path::Path) {
     let _ = stream.set_read_timeout(Some(HTTP_IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(HTTP_IO_TIMEOUT));
     let (method, answer) = match read_head(&mut stream) {
-        Ok((method, path)) => {
+        Ok(RequestLine { method, path }) => {
             let a = if method != "GET" && method != "HEAD" {
                 text(405, "only GET\n".into())
             } else {
@@ -147,9 +147,15 @@ fn route(path: &str, shared: &View, socket: &std::path::Path) -> Answer {
     }
 }
 
-/// Reads up to the end of the request head; returns method and path (the
-/// query string dropped).
-fn read_head(stream: &mut TcpStream) -> Result<(String, String), String> {
+/// What a request asks for.
+struct RequestLine {
+    method: String,
+    /// The query string dropped.
+    path: String,
+}
+
+/// Reads up to the end of the request head.
+fn read_head(stream: &mut TcpStream) -> Result<RequestLine, String> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     let started = std::time::Instant::now();
@@ -174,5 +180,8 @@ fn read_head(stream: &mut TcpStream) -> Result<(String, String), String> {
         return Err("malformed request line".into());
     };
     let path = target.split('?').next().unwrap_or_default();
-    Ok((method.to_owned(), path.to_owned()))
+    Ok(RequestLine {
+        method: method.to_owned(),
+        path: path.to_owned(),
+    })
 }

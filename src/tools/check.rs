@@ -72,8 +72,9 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     let deadline = || Instant::now() + cfg.vault.timeout;
 
     let mut reachable = 0;
-    for (addr, h) in vault.health_of_each(deadline()) {
-        match h {
+    for node in vault.health_of_each(deadline()) {
+        let addr = node.addr;
+        match node.health {
             Ok(h) => {
                 reachable += 1;
                 let role = if h.standby { "standby" } else { "active" };

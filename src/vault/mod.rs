@@ -27,6 +27,7 @@ mod transport;
 
 pub use error::{VaultError, VaultErrorClass};
 pub use settings::{parse_addr, Settings};
+pub use sys::NodeAnswer;
 use transport::Node;
 
 /// A token's lease as Vault reports it.
@@ -96,12 +97,7 @@ impl VaultClient {
         let tls = tls::tls_config(cfg)?;
         let mut nodes = Vec::with_capacity(cfg.addrs.len());
         for addr in &cfg.addrs {
-            let (base, agent) = tls::node_agent(cfg, &tls, addr)?;
-            nodes.push(Node {
-                addr: addr.clone(),
-                base,
-                agent,
-            });
+            nodes.push(tls::node(cfg, &tls, addr)?);
         }
         if nodes.is_empty() {
             return Err("no Vault address configured".into());

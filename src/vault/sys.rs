@@ -5,10 +5,17 @@ use std::time::Instant;
 use super::transport::{Call, Method};
 use super::{NodeHealth, VaultClient, VaultError};
 
+/// One node's answer to `sys/health`.
+pub struct NodeAnswer {
+    /// The node, as configured.
+    pub addr: String,
+    pub health: Result<NodeHealth, VaultError>,
+}
+
 impl VaultClient {
     /// `GET /v1/sys/health` of every node, without a token, for `check`:
     /// each node's answer (`standbyok` makes a standby answer 200).
-    pub fn health_of_each(&self, deadline: Instant) -> Vec<(String, Result<NodeHealth, VaultError>)> {
+    pub fn health_of_each(&self, deadline: Instant) -> Vec<NodeAnswer> {
         let c = Call {
             op: "health",
             method: Method::Get,
@@ -20,11 +27,14 @@ impl VaultClient {
             .nodes
             .iter()
             .map(|node| {
-                let r = self.attempt(node, &c, deadline).map(|v| NodeHealth {
+                let health = self.attempt(node, &c, deadline).map(|v| NodeHealth {
                     standby: v.get("standby").and_then(|b| b.as_bool()).unwrap_or(false),
                     version: v.get("version").and_then(|s| s.as_str()).unwrap_or("?").to_owned(),
                 });
-                (node.addr.clone(), r)
+                NodeAnswer {
+                    addr: node.addr.clone(),
+                    health,
+                }
             })
             .collect()
     }

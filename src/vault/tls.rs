@@ -13,6 +13,7 @@ use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConf
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
+use super::transport::Node;
 use super::Settings;
 use crate::limits::{VAULT_CONNECT_TIMEOUT, VAULT_MAX_IDLE_AGE, VAULT_MAX_IDLE_CONNECTIONS};
 
@@ -85,10 +86,10 @@ impl Resolver for PinnedResolver {
     }
 }
 
-/// The base URL requests use for `addr` and the agent that sends them. With
-/// a server name, the URL's host is that name and the agent connects to
-/// `addr`'s host; without one, both are `addr`.
-pub fn node_agent(cfg: &Settings, tls: &TlsConfig, addr: &str) -> Result<(String, ureq::Agent), String> {
+/// A configured node: the base URL requests use for `addr` and the agent
+/// that sends them. With a server name, the URL's host is that name and the
+/// agent connects to `addr`'s host; without one, both are `addr`.
+pub fn node(cfg: &Settings, tls: &TlsConfig, addr: &str) -> Result<Node, String> {
     let agent_config = agent_config(cfg, tls);
     match (&cfg.tls_server_name, addr.strip_prefix("https://")) {
         (Some(name), Some(_)) => {
@@ -96,9 +97,17 @@ pub fn node_agent(cfg: &Settings, tls: &TlsConfig, addr: &str) -> Result<(String
             let port = real.port_u16().unwrap_or(443);
             let base = format!("https://{name}:{port}");
             let agent = ureq::Agent::with_parts(agent_config, DefaultConnector::default(), PinnedResolver { real });
-            Ok((base, agent))
+            Ok(Node {
+                addr: addr.to_owned(),
+                base,
+                agent,
+            })
         }
-        _ => Ok((addr.to_owned(), agent_config.into())),
+        _ => Ok(Node {
+            addr: addr.to_owned(),
+            base: addr.to_owned(),
+            agent: agent_config.into(),
+        }),
     }
 }
 

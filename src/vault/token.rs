@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::error::bad;
-use super::transport::{section, Call, Method};
+use super::transport::{section, Answer, Call, Method};
 use super::{Lease, LoginToken, VaultClient, VaultError};
 use crate::secret::Secret;
 
@@ -19,7 +19,7 @@ impl VaultClient {
             body: None,
             token: Some(token),
         };
-        let (addr, v) = self.call(&c, deadline)?;
+        let Answer { addr, body: v } = self.call(&c, deadline)?;
         let d = section(&v, "data").ok_or_else(|| bad(&addr, path, "no data object"))?;
         let secs = |k: &str| d.get(k).and_then(|t| t.as_u64()).map(Duration::from_secs);
         let ttl = secs("ttl").unwrap_or(Duration::ZERO);
@@ -41,7 +41,7 @@ impl VaultClient {
             body: Some(&body),
             token: Some(token),
         };
-        let (addr, v) = self.call(&c, deadline)?;
+        let Answer { addr, body: v } = self.call(&c, deadline)?;
         lease_of(&v).ok_or_else(|| bad(&addr, path, "no auth.lease_duration"))
     }
 
@@ -55,7 +55,7 @@ impl VaultClient {
             body: Some(credentials.expose()),
             token: None,
         };
-        let (addr, v) = self.call(&c, deadline)?;
+        let Answer { addr, body: v } = self.call(&c, deadline)?;
         let token = section(&v, "auth")
             .and_then(|a| a.get("client_token"))
             .and_then(|t| t.as_str())

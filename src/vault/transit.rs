@@ -6,7 +6,7 @@ use std::time::Instant;
 use base64::Engine as _;
 
 use super::error::bad;
-use super::transport::{section, Call, Method};
+use super::transport::{section, Answer, Call, Method};
 use super::{KeyInfo, VaultClient, VaultError};
 use crate::secret::Secret;
 use crate::wire::{KeyName, VaultCiphertext};
@@ -71,7 +71,7 @@ impl VaultClient {
             body: Some(body),
             token: Some(token),
         };
-        let (addr, v) = self.call(&c, deadline)?;
+        let Answer { addr, body: v } = self.call(&c, deadline)?;
         let value = section(&v, "data")
             .and_then(|d| d.get(field))
             .and_then(|v| v.as_str())
@@ -91,7 +91,7 @@ impl VaultClient {
             body: None,
             token: Some(token),
         };
-        let (addr, v) = self.call(&c, deadline)?;
+        let Answer { addr, body: v } = self.call(&c, deadline)?;
         let d = section(&v, "data").ok_or_else(|| bad(&addr, &path, "no data object"))?;
         let num = |k: &str| d.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
         let flag = |k: &str| d.get(k).and_then(|b| b.as_bool()).unwrap_or(false);

@@ -41,6 +41,22 @@ pub(super) struct Node {
     pub agent: ureq::Agent,
 }
 
+/// A 2xx answer to a call: the node that gave it (for messages about its
+/// content) and its JSON body.
+pub(super) struct Answer {
+    pub addr: String,
+    pub body: serde_json::Value,
+}
+
+/// Where a standby's 307 sends a call: the agent to use (a configured
+/// node's own, so its server name override still applies), the target's
+/// address for messages, and the full URL.
+struct RedirectTarget<'s> {
+    agent: &'s ureq::Agent,
+    addr: String,
+    url: String,
+}
+
 /// A call that got no usable answer from one request: either a standby
 /// pointed elsewhere, or the call failed for good at this node.
 enum NotAnswered {
@@ -55,9 +71,8 @@ impl VaultClient {
     /// time left. When every node of a cluster failed, another pass starts
     /// after [`VAULT_ROUND_PAUSE`] while time is left, so a request that meets an
     /// election succeeds once a new active node serves. Any other answer,
-    /// good or bad, is final. Returns the answering node's address and the
-    /// body.
-    pub(super) fn call(&self, c: &Call<'_>, deadline: Instant) -> Result<(String, serde_json::Value), VaultError> {
+    /// good or bad, is final.
+    pub(super) fn call(&self, c: &Call<'_>, deadline: Instant) -> Result<Answer, VaultError> {
         let nodes = &self.inner.nodes;
         let n = nodes.len();
         let first = self.inner.preferred.load(Ordering::Relaxed) % n;
@@ -77,7 +92,10 @@ impl VaultClient {
                             self.inner.preferred.store(idx, Ordering::Relaxed);
                             log::info!("vault: now preferring {} (the node that answers)", node.addr);
                         }
-                        return Ok((node.addr.clone(), v));
+                        return Ok(Answer {
+                            addr: node.addr.clone(),
+                            body: v,
+                        });
                     }
                     Err(e) if fails_over(&e) => {
                         log::debug!("vault: {} failed {} ({})", node.addr, c.op, e.class_name());
@@ -131,22 +149,21 @@ impl VaultClient {
             status: 307,
             message: message.into(),
         };
-        let (agent, addr, url) = self
+        let to = self
             .redirect_target(node, &location)
             .ok_or_else(|| redirect_refused(node.addr.clone(), "redirect to an unusable location"))?;
-        log::debug!("vault: {} redirected {} to {addr}", node.addr, c.op);
-        match self.send(agent, &addr, &url, c, deadline) {
+        log::debug!("vault: {} redirected {} to {}", node.addr, c.op, to.addr);
+        match self.send(to.agent, &to.addr, &to.url, c, deadline) {
             Ok(v) => Ok(v),
             Err(NotAnswered::Failed(e)) => Err(e),
-            Err(NotAnswered::Redirected { .. }) => Err(redirect_refused(addr, "redirected twice")),
+            Err(NotAnswered::Redirected { .. }) => Err(redirect_refused(to.addr, "redirected twice")),
         }
     }
 
     /// Where a 307 points: a configured node (its agent, so a server name
     /// override still applies) or another address of the same scheme. An
-    /// https node is never redirected to plain http. Returns the agent, the
-    /// target's address and the full URL.
-    fn redirect_target<'s>(&'s self, from: &Node, location: &str) -> Option<(&'s ureq::Agent, String, String)> {
+    /// https node is never redirected to plain http.
+    fn redirect_target<'s>(&'s self, from: &Node, location: &str) -> Option<RedirectTarget<'s>> {
         let (scheme, rest) = location.split_once("://")?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let base = format!("{scheme}://{authority}");
@@ -156,8 +173,16 @@ impl VaultClient {
         }
         let path = path.strip_prefix("v1/")?;
         match self.inner.nodes.iter().find(|n| n.addr == base) {
-            Some(n) => Some((&n.agent, n.addr.clone(), format!("{}/v1/{path}", n.base))),
-            None => Some((&self.inner.redirect_agent, base.clone(), format!("{base}/v1/{path}"))),
+            Some(n) => Some(RedirectTarget {
+                agent: &n.agent,
+                addr: n.addr.clone(),
+                url: format!("{}/v1/{path}", n.base),
+            }),
+            None => Some(RedirectTarget {
+                agent: &self.inner.redirect_agent,
+                url: format!("{base}/v1/{path}"),
+                addr: base,
+            }),
         }
     }
 
@@ -264,13 +289,13 @@ mod tests {
         let c = VaultClient::new(&cfg.vault).unwrap();
         let from = c.inner.nodes.first().unwrap();
         // A configured node keeps its own agent and server name.
-        let (_, addr, url) = c.redirect_target(from, "https://v2:8200/v1/transit/encrypt/k").unwrap();
-        assert_eq!(addr, "https://v2:8200");
-        assert_eq!(url, "https://vault.internal:8200/v1/transit/encrypt/k");
+        let to = c.redirect_target(from, "https://v2:8200/v1/transit/encrypt/k").unwrap();
+        assert_eq!(to.addr, "https://v2:8200");
+        assert_eq!(to.url, "https://vault.internal:8200/v1/transit/encrypt/k");
         // Another https address is followed as is.
-        let (_, addr, url) = c.redirect_target(from, "https://v9:8200/v1/transit/decrypt/k").unwrap();
+        let to = c.redirect_target(from, "https://v9:8200/v1/transit/decrypt/k").unwrap();
         assert_eq!(
-            (addr.as_str(), url.as_str()),
+            (to.addr.as_str(), to.url.as_str()),
             ("https://v9:8200", "https://v9:8200/v1/transit/decrypt/k")
         );
         // Never from https down to http, never outside /v1/, never junk.

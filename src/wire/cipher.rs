@@ -54,9 +54,18 @@ pub fn v1_cipher(name: &KeyName, ct: &VaultCiphertext) -> Vec<u8> {
     format!("{KEY_ID_PREFIX}{name}:{}", ct.as_str()).into_bytes()
 }
 
-/// Reads a v1 cipher. `None` for the key means a bare Vault ciphertext, which
-/// belongs to the configured key.
-pub fn parse_v1_cipher(raw: &[u8]) -> Result<(Option<KeyName>, VaultCiphertext), WireError> {
+/// A v1 cipher as read: the key it names and Vault's ciphertext.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct V1Cipher {
+    /// `None` for a bare `vault:vN:` ciphertext (as older plugins stored
+    /// it), which is tried with the configured keys.
+    pub key: Option<KeyName>,
+    pub ciphertext: VaultCiphertext,
+}
+
+/// Reads a v1 cipher: `vault-transit:<mount>/<key>:vault:vN:...`, or a bare
+/// Vault ciphertext.
+pub fn parse_v1_cipher(raw: &[u8]) -> Result<V1Cipher, WireError> {
     const WHAT: &str = "cipher";
     check_size(raw, WHAT, crate::limits::V1_MAX_CIPHER)?;
     let text = std::str::from_utf8(raw).map_err(|_| WireError::NotUtf8(WHAT))?;
@@ -64,9 +73,15 @@ pub fn parse_v1_cipher(raw: &[u8]) -> Result<(Option<KeyName>, VaultCiphertext),
         let (name, ct) = rest.split_once(':').ok_or(WireError::NotOurs(WHAT))?;
         let name = parse_key_path(name)
             .ok_or_else(|| WireError::BadKeyId("the cipher names no valid <mount>/<key>".into()))?;
-        return Ok((Some(name), VaultCiphertext::parse(ct, WHAT)?));
+        return Ok(V1Cipher {
+            key: Some(name),
+            ciphertext: VaultCiphertext::parse(ct, WHAT)?,
+        });
     }
-    Ok((None, VaultCiphertext::parse(text, WHAT)?))
+    Ok(V1Cipher {
+        key: None,
+        ciphertext: VaultCiphertext::parse(text, WHAT)?,
+    })
 }
 
 /// Reads a v2 ciphertext: bytes of a Vault ciphertext.
@@ -109,8 +124,20 @@ mod tests {
         let ct = VaultCiphertext::parse("vault:v3:QUJDRA==", "c").unwrap();
         let framed = v1_cipher(&name(), &ct);
         assert_eq!(framed, b"vault-transit:kms/transit/kube-1.a:vault:v3:QUJDRA==".to_vec());
-        assert_eq!(parse_v1_cipher(&framed), Ok((Some(name()), ct.clone())));
-        assert_eq!(parse_v1_cipher(b"vault:v3:QUJDRA=="), Ok((None, ct)));
+        assert_eq!(
+            parse_v1_cipher(&framed),
+            Ok(V1Cipher {
+                key: Some(name()),
+                ciphertext: ct.clone()
+            })
+        );
+        assert_eq!(
+            parse_v1_cipher(b"vault:v3:QUJDRA=="),
+            Ok(V1Cipher {
+                key: None,
+                ciphertext: ct
+            })
+        );
     }
     #[test]
     fn v1_and_v2_reject_garbage() {
@@ -137,7 +164,13 @@ mod tests {
         let framed = v1_cipher(&name(), &ct);
         for i in 0..framed.len() {
             let r = parse_v1_cipher(&framed[..i]);
-            assert_ne!(r, Ok((Some(name()), ct.clone())));
+            assert_ne!(
+                r,
+                Ok(V1Cipher {
+                    key: Some(name()),
+                    ciphertext: ct.clone()
+                })
+            );
         }
         let kid = KeyVersion {
             name: name(),

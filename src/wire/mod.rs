@@ -21,7 +21,7 @@ pub mod names;
 
 use std::fmt;
 
-pub use cipher::{parse_v1_cipher, parse_v2_ciphertext, v1_cipher, VaultCiphertext};
+pub use cipher::{parse_v1_cipher, parse_v2_ciphertext, v1_cipher, V1Cipher, VaultCiphertext};
 pub use key_id::{parse_key_id, KeyVersion, KEY_ID_PREFIX};
 pub use names::KeyName;
 
