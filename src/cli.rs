@@ -73,6 +73,9 @@ OPTIONS:
                              address's host  [env: VAULT_TLS_SERVER_NAME]
     --vault-skip-verify      do not verify Vault's TLS certificate (dangerous; logged
                              loudly)  [env: VAULT_SKIP_VERIFY]
+    --vault-proxy URL        reach Vault through this HTTP proxy (http://host:port);
+                             without it no proxy is used, whatever HTTPS_PROXY,
+                             HTTP_PROXY or ALL_PROXY say  [env: VAULT_PROXY_ADDR]
 
   Limits:
     --vault-timeout DUR      budget for one request's Vault work (all nodes tried and a
@@ -89,9 +92,8 @@ OPTIONS:
 
 ENVIRONMENT:
     VAULT_TOKEN              token method: the token (when --vault-token-file is not given)
-    RUST_LOG                 log level: error, warn, info (default), debug;
-                             trousseau=debug adds a line per request without
-                             the HTTP and TLS libraries' debug output
+    RUST_LOG                 log level: error, warn, info (default), debug, trace;
+                             the HTTP and TLS libraries never log below info
 
 The Vault token needs only \"update\" on <mount>/encrypt/<key> and <mount>/decrypt/<key>
 (and on <mount>/decrypt/<old> for each --decrypt-key), plus Vault's default policy
@@ -125,7 +127,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     // serve logs its life at info; the one-shot commands print their own
     // report and log only warnings.
     let serving = args.first().is_some_and(|a| a == "serve");
-    init_logging(if serving { "info" } else { "warn" });
+    crate::logging::init(if serving { "info" } else { "warn" });
     match run_inner(args) {
         Ok(()) => 0,
         Err(Failure::Usage(m)) => {
@@ -137,14 +139,6 @@ pub fn run(args: Vec<OsString>) -> i32 {
             1
         }
     }
-}
-
-fn init_logging(default_level: &str) {
-    let env = env_logger::Env::default().default_filter_or(default_level);
-    // gRPC core keeps printing its own errors to stderr (GRPC_VERBOSITY,
-    // ERROR by default): redirecting them into `log` would also pour its
-    // debug chatter into `RUST_LOG=debug`.
-    let _ = env_logger::Builder::from_env(env).format_timestamp_millis().try_init();
 }
 
 fn run_inner(args: Vec<OsString>) -> Result<(), Failure> {

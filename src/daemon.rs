@@ -44,6 +44,16 @@ impl fmt::Display for ServeError {
     }
 }
 
+/// The proxy variables HTTP clients commonly honour; the plugin does not.
+const AMBIENT_PROXY_VARS: &[&str] = &[
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
 /// Serves until SIGTERM or SIGINT, then drains and removes the socket.
 pub fn serve(cfg: Config) -> Result<(), ServeError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
@@ -58,6 +68,22 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     for addr in &cfg.vault.addrs {
         if addr.starts_with("http://") && !is_loopback_url(addr) {
             log::warn!("vault address {addr} is plain HTTP: the token and DEKs cross the network unencrypted");
+        }
+    }
+    match &cfg.vault.proxy {
+        Some(p) => log::info!("vault: every node is reached through the proxy {p} (--vault-proxy)"),
+        None => {
+            let ambient: Vec<&str> = AMBIENT_PROXY_VARS
+                .iter()
+                .copied()
+                .filter(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+                .collect();
+            if !ambient.is_empty() {
+                log::info!(
+                    "vault: {} set but ignored: Vault is reached directly unless --vault-proxy (VAULT_PROXY_ADDR) names a proxy",
+                    ambient.join(", ")
+                );
+            }
         }
     }
     if cfg.vault.timeout >= crate::limits::APISERVER_DEFAULT_DEADLINE {
@@ -86,9 +112,17 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
 
     let http = cfg.http_addr.map(ops::http::bind).transpose().map_err(ServeError)?;
     socket::prepare(&cfg.socket).map_err(|e| ServeError(e.to_string()))?;
-    let server =
-        grpc::Server::start(&cfg.socket, grpc::Shared::new(kms.clone(), in_flight.clone())).map_err(ServeError)?;
-    if let Err(e) = socket::restrict(&cfg.socket) {
+    // Bound in a private directory, restricted, then renamed into place.
+    let staging = socket::Staging::create(&cfg.socket).map_err(|e| ServeError(e.to_string()))?;
+    let bind_at = staging.as_ref().map_or(cfg.socket.as_path(), |s| s.path());
+    let server = match grpc::Server::start(bind_at, grpc::Shared::new(kms.clone(), in_flight.clone())) {
+        Ok(s) => s,
+        Err(e) => {
+            socket::discard(staging.as_ref());
+            return Err(ServeError(e));
+        }
+    };
+    if let Err(e) = socket::publish(staging.as_ref(), &cfg.socket) {
         socket::remove(&cfg.socket);
         return Err(ServeError(e.to_string()));
     }

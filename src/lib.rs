@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod grpc;
 pub mod kms;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod proto;

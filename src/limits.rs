@@ -28,14 +28,31 @@ pub const V2_MAX_KEY_ID: usize = 1024;
 /// KMS v1: the encrypted DEK is stored behind a uint16 length prefix.
 pub const V1_MAX_CIPHER: usize = 65_535;
 
+/// Largest KMS v1 plaintext, so that what Encrypt returns always fits
+/// [`V1_MAX_CIPHER`] and Decrypt takes it back: the cipher is
+/// `vault-transit:<mount>/<key>:vault:vN:` (at most 555 bytes with the
+/// longest names and a 19-digit version) and the base64 of nonce (12),
+/// plaintext and tag (16). 47 KiB of plaintext make 64,208 bytes of base64,
+/// 64,763 in all (a unit test of `wire` checks the sum).
+pub const V1_MAX_PLAINTEXT: usize = 47 * 1024;
+
 /// Largest gRPC message we accept on the socket: the biggest legal request
 /// is a v1 Decrypt (64 KiB cipher) or a v2 Decrypt with 32 KiB of
 /// annotations; 256 KiB covers both with margin.
 pub const MAX_GRPC_MESSAGE: usize = 256 * 1024;
 
 /// Largest Vault response body we read. Transit answers for one DEK are a
-/// few hundred bytes; error pages from proxies can be a few KiB.
-pub const MAX_VAULT_RESPONSE: u64 = 1024 * 1024;
+/// few hundred bytes, the largest legitimate one (a v1 Decrypt of a 47 KiB
+/// plaintext) about 64 KiB, error pages from proxies a few KiB, and
+/// `check`'s read of a key with thousands of versions under 256 KiB. It
+/// bounds what a hostile answer can make each request hold.
+pub const MAX_VAULT_RESPONSE: u64 = 256 * 1024;
+
+/// Each HTTP connection's read and write buffers (ureq's default is 128 KiB
+/// each, 256 KiB per connection, 64 MiB for a pool of 256): Vault's answer
+/// heads are a few hundred bytes and bodies stream through, so 16 KiB each
+/// keeps a full pool near 8 MiB. Also the longest answer head accepted.
+pub const VAULT_IO_BUFFER: usize = 16 * 1024;
 
 /// How long a successful health check (a real transit encrypt + decrypt) is
 /// reused by Status. The apiserver polls Status every 60 s while healthy and
@@ -76,15 +93,27 @@ pub const VAULT_MAX_IDLE_CONNECTIONS: usize = 256;
 /// How long an idle connection is reused; Vault's own idle timeout is 5 min.
 pub const VAULT_MAX_IDLE_AGE: Duration = Duration::from_secs(60);
 
-/// Connections served at once. Probes and a scraper need a handful; more
-/// are closed at once so a flood cannot take threads from KMS requests.
-pub const HTTP_MAX_CONNECTIONS: usize = 16;
+/// Connections served at once. Probes and a scraper need a handful; the
+/// rest of the room is for clients that connect and say nothing (or drip):
+/// each holds a slot for at most [`HTTP_HEAD_TIMEOUT`], so 64 of them at
+/// once still leave `/livez` answerable. More are closed at once, so a
+/// flood cannot take threads from KMS requests.
+pub const HTTP_MAX_CONNECTIONS: usize = 128;
 
-/// Reading the whole request head, and writing the answer, each get this
-/// long: kubelet probes time out after 1 s by default and Prometheus after
-/// 10 s; a client slower than this is not one of them (and a slow-drip
-/// client cannot hold one of the few connections longer).
+/// The whole request head must arrive within this: kubelet and Prometheus
+/// send theirs at once (a few hundred bytes), and kubelet's probe gives up
+/// after 1 s by default anyway.
+pub const HTTP_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Writing the answer gets this long: Prometheus waits 10 s for a scrape,
+/// and a `/readyz` that runs a health check needs up to the Vault budget.
 pub const HTTP_IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After a failed `accept` (out of file descriptors, say) the listener
+/// waits this long before the next, doubling up to
+/// [`HTTP_ACCEPT_BACKOFF_MAX`]: a persistent error must not spin a core.
+pub const HTTP_ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+pub const HTTP_ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A probe's or scraper's request head is a few hundred bytes.
 pub const HTTP_MAX_HEAD: usize = 8 * 1024;
@@ -108,6 +137,51 @@ pub const SESSION_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How often the keeper wakes when nothing expires (root tokens, periodic
 /// checks of a token whose lease is unknown).
 pub const SESSION_IDLE_WAKE: Duration = Duration::from_secs(300);
+
+/// The longest token lease believed from Vault: ten years. Vault's own
+/// ceiling (`max_lease_ttl`) defaults to 32 days; anything longer than this
+/// is a bug or a hostile answer, and is taken as this much so that no
+/// arithmetic on it can overflow.
+pub const VAULT_MAX_LEASE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// How long the session keeper waits before it is restarted after a
+/// panic: long enough not to spin on a panic that repeats, short enough
+/// that a renewal due soon still happens.
+pub const SESSION_KEEPER_RESTART: Duration = Duration::from_secs(1);
+
+/// How long a Vault node's name resolves to the same addresses: a node
+/// that moved (a pod rescheduled) is found within 30 s, the TTL CoreDNS's
+/// `cache 30` gives cluster names too, while a busy plugin looks each name
+/// up at most twice a minute instead of once per request.
+pub const VAULT_DNS_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Lookup threads running at once in the whole process. Each node needs
+/// one at a time; four cover a few nodes whose caches expire together,
+/// and under a DNS stall no more than four threads wait on it (calls past
+/// the cap use the last answer or fail at once).
+pub const VAULT_DNS_MAX_LOOKUPS: usize = 4;
+
+/// Stack of a lookup thread: getaddrinfo with glibc's NSS modules needs
+/// more than a minimal stack, far less than the 2 MiB default.
+pub const VAULT_DNS_STACK: usize = 256 * 1024;
+
+/// A failure that repeats (the same API, operation and error class) is
+/// logged at warn at most this many times per [`LOG_REPEAT_WINDOW`]; the
+/// rest go to debug and are counted in one line when the window ends. An
+/// outage under a cold start (thousands of failing Decrypts) then writes a
+/// few lines a minute, not thousands.
+pub const LOG_REPEATS_PER_WINDOW: u32 = 5;
+pub const LOG_REPEAT_WINDOW: Duration = Duration::from_secs(10);
+
+/// How much of a call's budget the node tried first (the one that answered
+/// last) leaves for each other node. The preferred node is almost always
+/// the active one, so it gets most of the budget: a healthy but slow
+/// active node (a loaded cluster, a far region) must not time out because
+/// dead nodes were given equal shares. 250 ms is enough for one transit
+/// call to a healthy node over a fresh TLS connection on a LAN (tens of
+/// milliseconds) with room for load; the reserve never exceeds half the
+/// budget.
+pub const VAULT_FAILOVER_RESERVE: Duration = Duration::from_millis(250);
 
 /// Below this much time left, another node is not tried: no Vault call
 /// completes in less (a loopback transit call takes about 0.5 ms, a LAN
@@ -142,3 +216,11 @@ pub const MAX_CREDENTIAL_FILE: u64 = 64 * 1024;
 /// Longest transit key name accepted (Vault's own names are short; this
 /// only refuses absurd input).
 pub const MAX_KEY_NAME: usize = 256;
+
+/// Longest transit mount path accepted, for the same reason. With both
+/// bounds a key id is at most 549 bytes, inside [`V2_MAX_KEY_ID`].
+pub const MAX_MOUNT_PATH: usize = 256;
+
+/// How much of a refused value an error message quotes: enough to
+/// recognise it, never a 64 KiB name in a log line.
+pub const MAX_ECHOED_VALUE: usize = 64;

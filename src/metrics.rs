@@ -47,6 +47,11 @@ struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartLabels {
+    part: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -76,6 +81,8 @@ pub struct Metrics {
     token_ttl: Gauge<f64, AtomicU64>,
     key_version: Gauge,
     ready: Gauge,
+    panics: Family<PartLabels, Counter>,
+    dns_lookups: Counter,
 }
 
 /// The process's metrics.
@@ -138,6 +145,18 @@ impl Metrics {
             "1 when the last health probe (transit encrypt and decrypt) succeeded",
             ready.clone(),
         );
+        let panics = Family::<PartLabels, Counter>::default();
+        registry.register(
+            "panics",
+            "Panics caught and recovered from, by part (request, health_check, login, session_keeper); any is a bug to report",
+            panics.clone(),
+        );
+        let dns_lookups = Counter::default();
+        registry.register(
+            "vault_dns_lookups",
+            "DNS lookups of Vault node names (IP literals need none; names are cached for 30 s)",
+            dns_lookups.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -155,7 +174,19 @@ impl Metrics {
             token_ttl,
             key_version,
             ready,
+            panics,
+            dns_lookups,
         }
+    }
+
+    /// One DNS lookup thread started for a Vault node's name.
+    pub fn dns_lookup(&self) {
+        self.dns_lookups.inc();
+    }
+
+    /// A panic caught in `part`, which carried on (or was restarted).
+    pub fn panicked(&self, part: &'static str) {
+        self.panics.get_or_create(&PartLabels { part }).inc();
     }
 
     /// One answered KMS request.

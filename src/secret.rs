@@ -5,6 +5,7 @@ use std::fmt;
 
 /// A secret string. `Debug` and `Display` print `<redacted>`; the value is
 /// reachable only through [`Secret::expose`], which makes every use greppable.
+/// Its memory is overwritten when it is dropped (each clone's own copy too).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -16,6 +17,12 @@ impl Secret {
     /// The raw value, for the one place that must send it (an HTTP header).
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 

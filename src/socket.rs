@@ -1,5 +1,13 @@
 //! The Unix socket's lifecycle: make its directory, tell a stale socket
-//! (left by a crash) from a live one, restrict its mode, remove it at exit.
+//! (left by a crash) from a live one, create it already restricted, remove
+//! it at exit.
+//!
+//! The socket is bound inside a private directory (mode 0700) next to its
+//! final path, set to 0600 there, and only then renamed into place: at no
+//! moment can another local user connect to it, whatever the umask, and no
+//! chmod ever runs on a path someone else could have replaced with a
+//! symlink (a symlink at the final path is refused, and `rename` replaces
+//! rather than follows one).
 //!
 //! gRPC core unlinks whatever sits at the path before it binds, so the
 //! live-socket check here is what stops a second plugin from silently
@@ -9,7 +17,7 @@ use std::fmt;
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Socket file mode: only the owner (root, or the user both plugin and
 /// apiserver run as) may connect.
@@ -75,10 +83,103 @@ pub fn prepare(path: &Path) -> Result<(), SocketError> {
     }
 }
 
-/// Sets the socket's mode to [`SOCKET_MODE`] right after binding.
-pub fn restrict(path: &Path) -> Result<(), SocketError> {
+/// Longest `sun_path` a socket can be bound at (108 bytes with its NUL).
+const MAX_SUN_PATH: usize = 107;
+
+/// Where the socket is bound before it is published: `<dir>/.trousseau-<pid>/kms.sock`.
+pub struct Staging {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl Staging {
+    /// Creates the private directory next to `final_path`. `None` when the
+    /// staged path would be too long to bind (the socket is then bound in
+    /// place and restricted right after; see [`publish`]).
+    pub fn create(final_path: &Path) -> Result<Option<Staging>, SocketError> {
+        let parent = final_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = parent.join(format!(".trousseau-{}", std::process::id()));
+        let path = dir.join("kms.sock");
+        if path.as_os_str().len() > MAX_SUN_PATH {
+            return Ok(None);
+        }
+        // Left over from a crashed run with the same pid: ours to remove.
+        if std::fs::symlink_metadata(&dir).is_ok() {
+            let _ = std::fs::remove_file(&path);
+            std::fs::remove_dir(&dir)
+                .map_err(|e| SocketError(format!("cannot remove old staging directory {}: {e}", dir.display())))?;
+        }
+        std::fs::DirBuilder::new()
+            .mode(STAGING_MODE)
+            .create(&dir)
+            .map_err(|e| SocketError(format!("cannot create {}: {e}", dir.display())))?;
+        // DirBuilder's mode is filtered by the umask; make it exact.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(STAGING_MODE))
+            .map_err(|e| SocketError(format!("cannot chmod {}: {e}", dir.display())))?;
+        Ok(Some(Staging { dir, path }))
+    }
+
+    /// Where to bind.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the staging directory (and a socket still in it).
+    fn discard(&self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Mode of the staging directory: nobody but us may look inside.
+const STAGING_MODE: u32 = 0o700;
+
+/// Sets the bound socket to [`SOCKET_MODE`] and moves it to `final_path`.
+/// With a staging directory the chmod happens where no one else can reach,
+/// then the rename makes it visible already restricted; without one (a
+/// path too long to stage), it is restricted in place right after binding.
+pub fn publish(staging: Option<&Staging>, final_path: &Path) -> Result<(), SocketError> {
+    let Some(st) = staging else {
+        log::warn!(
+            "socket path {} is too long to bind in a private directory first; it is restricted to {SOCKET_MODE:o} right after binding",
+            final_path.display()
+        );
+        return restrict(final_path);
+    };
+    let moved = restrict(&st.path).and_then(|()| {
+        std::fs::rename(&st.path, final_path).map_err(|e| {
+            SocketError(format!(
+                "cannot move the socket into place at {}: {e}",
+                final_path.display()
+            ))
+        })
+    });
+    st.discard();
+    moved
+}
+
+/// Sets a socket's mode to [`SOCKET_MODE`], refusing to follow a symlink.
+fn restrict(path: &Path) -> Result<(), SocketError> {
+    let meta =
+        std::fs::symlink_metadata(path).map_err(|e| SocketError(format!("cannot inspect {}: {e}", path.display())))?;
+    if !meta.file_type().is_socket() {
+        return Err(SocketError(format!(
+            "{} is not a socket; not changing its mode",
+            path.display()
+        )));
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
         .map_err(|e| SocketError(format!("cannot chmod {}: {e}", path.display())))
+}
+
+/// Removes a staging directory left behind when start-up failed.
+pub fn discard(staging: Option<&Staging>) {
+    if let Some(st) = staging {
+        st.discard();
+    }
 }
 
 /// Removes the socket at exit; a missing file is fine (gRPC may have

@@ -135,6 +135,10 @@ impl Config {
         }
         let vault_tls_server_name = parsed(lookup("vault-tls-server-name"), parse_server_name)?;
         let vault_skip_verify = parsed(lookup("vault-skip-verify"), parse_bool)?.unwrap_or(false);
+        let vault_proxy = parsed(lookup("vault-proxy"), parse_addr)?;
+        if vault_proxy.is_some() && vault_tls_server_name.is_some() {
+            return err("--vault-proxy and --vault-tls-server-name cannot be combined: the server name override pins each node's address, which a proxy would then be asked to resolve");
+        }
         let vault_timeout = parsed(lookup("vault-timeout"), |raw| {
             let d = parse_duration(raw)?;
             if (MIN_VAULT_TIMEOUT..=MAX_VAULT_TIMEOUT).contains(&d) {
@@ -187,6 +191,7 @@ impl Config {
                 client_key: vault_client_key,
                 tls_server_name: vault_tls_server_name,
                 skip_verify: vault_skip_verify,
+                proxy: vault_proxy,
                 timeout: vault_timeout,
             },
             transit_mount,
@@ -207,7 +212,7 @@ impl Config {
                 .unwrap_or_else(|| "-".into())
         };
         format!(
-            "socket={} vault_addrs={} transit={}/{} decrypt_keys={} auth=[{}] namespace={} cacert={} client_cert={} tls_server_name={} skip_verify={} vault_timeout={:?} max_in_flight={} shutdown_timeout={:?} http_addr={}",
+            "socket={} vault_addrs={} transit={}/{} decrypt_keys={} auth=[{}] namespace={} cacert={} client_cert={} tls_server_name={} skip_verify={} proxy={} vault_timeout={:?} max_in_flight={} shutdown_timeout={:?} http_addr={}",
             self.socket.display(),
             self.vault.addrs.join(","),
             self.transit_mount,
@@ -219,6 +224,7 @@ impl Config {
             path(&self.vault.client_cert),
             self.vault.tls_server_name.as_deref().unwrap_or("-"),
             self.vault.skip_verify,
+            self.vault.proxy.as_deref().unwrap_or("none"),
             self.vault.timeout,
             self.max_in_flight,
             self.shutdown_timeout,

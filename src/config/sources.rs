@@ -28,6 +28,7 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
     ("vault-client-key", Some("VAULT_CLIENT_KEY")),
     ("vault-tls-server-name", Some("VAULT_TLS_SERVER_NAME")),
     ("vault-skip-verify", Some("VAULT_SKIP_VERIFY")),
+    ("vault-proxy", Some("VAULT_PROXY_ADDR")),
     ("vault-timeout", None),
     ("max-in-flight", None),
     ("shutdown-timeout", None),

@@ -86,9 +86,13 @@ pub use crate::vault::parse_addr;
 /// are dropped), then checked by the one strict parser of [`crate::wire`].
 pub fn parse_mount(raw: &str) -> Result<String, String> {
     let m = raw.trim().trim_matches('/');
-    crate::wire::names::parse_mount(m)
-        .map(str::to_owned)
-        .map_err(|_| format!("\"{raw}\" is not a mount path (letters, digits, - _ . and / between segments)"))
+    crate::wire::names::parse_mount(m).map(str::to_owned).map_err(|_| {
+        format!(
+            "\"{}\" is not a mount path (at most {} letters, digits, - _ . and / between segments)",
+            crate::wire::names::shown(raw),
+            crate::limits::MAX_MOUNT_PATH
+        )
+    })
 }
 
 /// A transit key name (surrounding spaces dropped), checked by the one
@@ -96,7 +100,13 @@ pub fn parse_mount(raw: &str) -> Result<String, String> {
 pub fn parse_key_name(raw: &str) -> Result<String, String> {
     crate::wire::names::parse_key_name(raw.trim())
         .map(str::to_owned)
-        .map_err(|_| format!("\"{raw}\" is not a transit key name (letters, digits, - _ .)"))
+        .map_err(|_| {
+            format!(
+                "\"{}\" is not a transit key name (at most {} letters, digits, - _ .)",
+                crate::wire::names::shown(raw),
+                crate::limits::MAX_KEY_NAME
+            )
+        })
 }
 
 /// Like the Vault CLI: 1/0, true/false, yes/no, on/off.

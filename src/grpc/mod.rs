@@ -107,10 +107,24 @@ fn log_outcome(api: &'static str, op: &'static str, uid: &str, start: Instant, r
     let uid = log_safe_uid(uid);
     match r {
         Ok(()) => log::debug!("api={api} op={op} uid={uid} latency_ms={ms:.1} outcome=ok"),
-        Err(e) => log::warn!(
-            "api={api} op={op} uid={uid} latency_ms={ms:.1} outcome={} error=\"{e}\"",
-            e.class()
-        ),
+        Err(e) => match crate::logging::warn_repeat((api, op, e.class())) {
+            Some(quiet) => {
+                if quiet > 0 {
+                    log::warn!(
+                        "api={api} op={op} outcome={}: {quiet} more like this were logged at debug only",
+                        e.class()
+                    );
+                }
+                log::warn!(
+                    "api={api} op={op} uid={uid} latency_ms={ms:.1} outcome={} error=\"{e}\"",
+                    e.class()
+                );
+            }
+            None => log::debug!(
+                "api={api} op={op} uid={uid} latency_ms={ms:.1} outcome={} error=\"{e}\"",
+                e.class()
+            ),
+        },
     }
 }
 
@@ -163,7 +177,14 @@ fn dispatch<Resp, F>(
         .stack_size(WORKER_STACK)
         .spawn(move || {
             let _permit = permit;
-            let result = work(&kms);
+            // A panic (a bug) fails only this request, with INTERNAL, and
+            // is counted; the permit is released either way.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&kms))).unwrap_or_else(|_| {
+                crate::metrics::metrics().panicked("request");
+                Err(KmsError::Internal(
+                    "the plugin failed unexpectedly on this request (a bug: see the log)".into(),
+                ))
+            });
             log_outcome(api, op, &uid2, start, result.as_ref().map(|_| ()));
             let f = match result {
                 Ok(resp) => sink.success(resp),

@@ -6,7 +6,7 @@ use grpcio::{RpcContext, UnarySink};
 use super::status::to_rpc_status;
 use super::{dispatch, reply_inline, Shared};
 use crate::kms::KmsError;
-use crate::limits::MAX_PLAINTEXT;
+use crate::limits::{V1_MAX_CIPHER, V1_MAX_PLAINTEXT};
 use crate::proto::v1beta1::*;
 use crate::wire::{parse_v1_cipher, v1_cipher};
 
@@ -46,9 +46,16 @@ impl KeyManagementService for V1 {
     fn encrypt(&mut self, ctx: RpcContext<'_>, req: EncryptRequest, sink: UnarySink<EncryptResponse>) {
         dispatch(&ctx, sink, &self.0, "v1beta1", "encrypt", String::new(), move |kms| {
             check_version(&req.version)?;
-            let sealed = kms.encrypt(&req.plain, MAX_PLAINTEXT)?;
+            let sealed = kms.encrypt(&req.plain, V1_MAX_PLAINTEXT)?;
             let mut resp = EncryptResponse::new();
             resp.cipher = v1_cipher(&sealed.key.name, &sealed.ciphertext);
+            // Anything Encrypt returns, Decrypt must accept.
+            if resp.cipher.len() > V1_MAX_CIPHER {
+                return Err(KmsError::Internal(format!(
+                    "the v1 cipher would be {} bytes; KMS v1 stores at most {V1_MAX_CIPHER}",
+                    resp.cipher.len()
+                )));
+            }
             Ok(resp)
         });
     }

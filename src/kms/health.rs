@@ -101,8 +101,12 @@ impl Kms {
         }
         st.probing = true;
         drop(st);
+        // Clears `probing` and wakes the waiters if the check panics, so
+        // Status never keeps its last answer ("ok" included) for good.
+        let guard = CheckGuard { kms: self };
 
         let outcome = self.check_round_trip();
+        std::mem::forget(guard);
 
         let mut st = lock(&self.check);
         let now = Instant::now();
@@ -143,6 +147,8 @@ impl Kms {
 
     /// One real transit round trip with a fixed, non-secret plaintext.
     fn check_round_trip(&self) -> Result<u64, String> {
+        #[cfg(test)]
+        tests::maybe_panic();
         let deadline = self.deadline();
         let ct = self
             .with_token(deadline, |t| {
@@ -158,6 +164,26 @@ impl Kms {
         Ok(ct.version())
     }
 
+    /// A request's Vault call failed for a reason that says Vault cannot
+    /// serve (down, sealed, overloaded, slow): a cached "ok" is dropped at
+    /// once, so the next Status and `/readyz` run a check of their own
+    /// instead of reporting health for up to [`HEALTHY_CHECK_TTL`] more.
+    /// A burst of such failures still costs Vault at most one check.
+    pub(super) fn saw_unavailable(&self) {
+        let mut st = lock(&self.check);
+        if let Health::Ok { version, .. } = st.health {
+            if !st.probing {
+                log::warn!("vault unavailable to a request; Status and /readyz report it until a health check passes");
+                st.health = Health::Failing {
+                    at: stale_instant(),
+                    since: Instant::now(),
+                    cause: "a request just failed: vault unavailable".into(),
+                    last_version: Some(version),
+                };
+            }
+        }
+    }
+
     /// An Encrypt saw a version: let Status report it at once if newer, so
     /// Status and Encrypt agree on the key id right after a rotation.
     pub(super) fn saw_version(&self, v: u64) {
@@ -167,6 +193,35 @@ impl Kms {
                 *version = v;
             }
         }
+    }
+}
+
+/// An instant old enough that a result stamped with it is never fresh.
+fn stale_instant() -> Instant {
+    let now = Instant::now();
+    now.checked_sub(HEALTHY_CHECK_TTL.max(FAILING_CHECK_TTL) * 2)
+        .unwrap_or(now)
+}
+
+/// Armed while a health check runs; only a panic lets it drop.
+struct CheckGuard<'a> {
+    kms: &'a Kms,
+}
+
+impl Drop for CheckGuard<'_> {
+    fn drop(&mut self) {
+        crate::metrics::metrics().panicked("health_check");
+        let mut st = lock(&self.kms.check);
+        st.probing = false;
+        let now = Instant::now();
+        st.health = Health::Failing {
+            at: now,
+            since: now,
+            cause: "the health check failed unexpectedly (a bug: see the log)".into(),
+            last_version: known_version(&st.health),
+        };
+        drop(st);
+        self.kms.check_done.notify_all();
     }
 }
 
@@ -205,6 +260,88 @@ fn report(key: &KeyName, h: &Health) -> StatusReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+    use std::sync::Arc;
+
+    thread_local! {
+        static PANIC_IN_CHECK: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// The seam the tests use to make the next health check on this thread
+    /// panic (compiled into unit tests only).
+    pub(super) fn maybe_panic() {
+        if PANIC_IN_CHECK.with(|p| p.replace(false)) {
+            panic!("injected panic in the health check");
+        }
+    }
+
+    /// A Kms whose Vault is a closed loopback port: every call fails fast.
+    fn kms_without_vault() -> Kms {
+        let mut cfg = crate::config::tests::sample_config();
+        cfg.vault.addrs = vec![format!("http://127.0.0.1:{}", closed_port())];
+        let vault = crate::vault::VaultClient::new(&cfg.vault).unwrap();
+        let auth = crate::session::auth::AuthConfig::Token(crate::session::auth::TokenSource::Env(
+            crate::secret::Secret::new("t".into()),
+        ));
+        let session = crate::session::Session::for_tests(vault.clone(), auth);
+        let key = KeyName {
+            mount: "transit".into(),
+            key: "k".into(),
+        };
+        Kms::new(vault, session, key, Vec::new(), Duration::from_millis(300))
+    }
+
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    /// A panic inside the check leaves no flag set and no "ok" behind: the
+    /// next Status runs a check of its own at once instead of waiting for
+    /// a check that will never finish, and reports failure.
+    #[test]
+    fn a_panicking_check_does_not_wedge_status() {
+        let kms = Arc::new(kms_without_vault());
+        lock(&kms.check).health = Health::Ok {
+            at: stale_instant(),
+            version: 3,
+        };
+        PANIC_IN_CHECK.with(|p| p.set(true));
+        let k = kms.clone();
+        assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| k.status())).is_err());
+        {
+            let st = lock(&kms.check);
+            assert!(!st.probing, "probing left set");
+            assert!(matches!(
+                st.health,
+                Health::Failing {
+                    last_version: Some(3),
+                    ..
+                }
+            ));
+        }
+        let t = Instant::now();
+        let r = kms.status();
+        assert!(t.elapsed() < Duration::from_secs(2), "status waited {:?}", t.elapsed());
+        assert!(r.healthy.is_err(), "{r:?}");
+        assert_eq!(r.key_id.as_deref(), Some("vault-transit:transit/k:v3"));
+    }
+
+    /// A request that finds Vault unavailable drops a cached "ok" at once.
+    #[test]
+    fn an_unavailable_request_drops_a_cached_ok() {
+        let kms = kms_without_vault();
+        lock(&kms.check).health = Health::Ok {
+            at: Instant::now(),
+            version: 2,
+        };
+        assert!(report(&kms.key, &lock(&kms.check).health).healthy.is_ok());
+        let e = kms.encrypt(b"0123456789abcdef", 32).unwrap_err();
+        assert_eq!(e.class(), "vault_unavailable", "{e}");
+        assert!(report(&kms.key, &lock(&kms.check).health).healthy.is_err());
+        assert!(!kms.gauges().ready);
+        assert!(!fresh(&lock(&kms.check).health), "the next Status must check");
+    }
 
     #[test]
     fn report_reflects_health() {

@@ -75,7 +75,7 @@ impl Kms {
         call: impl Fn(&Secret) -> Result<T, VaultError>,
     ) -> Result<T, VaultError> {
         let ticket = self.session.ticket();
-        match call(&ticket.token) {
+        let result = match call(&ticket.token) {
             Err(e) if e.class() == VaultErrorClass::Denied => match self.session.refresh(ticket.gen, deadline) {
                 Some(fresh) => {
                     log::debug!("vault refused the token ({e}); retrying once with a fresh one");
@@ -84,7 +84,11 @@ impl Kms {
                 None => Err(e),
             },
             r => r,
+        };
+        if matches!(&result, Err(e) if e.class() == VaultErrorClass::Unavailable) {
+            self.saw_unavailable();
         }
+        result
     }
 
     /// Encrypts a DEK with the transit key's latest version. `max_len` is

@@ -22,7 +22,10 @@ use std::sync::Arc;
 
 use crate::kms::{Gauges, StatusReport};
 use crate::limits::WORKER_STACK;
-use crate::limits::{HTTP_IO_TIMEOUT, HTTP_MAX_CONNECTIONS, HTTP_MAX_HEAD};
+use crate::limits::{
+    HTTP_ACCEPT_BACKOFF_MAX, HTTP_ACCEPT_BACKOFF_MIN, HTTP_HEAD_TIMEOUT, HTTP_IO_TIMEOUT, HTTP_MAX_CONNECTIONS,
+    HTTP_MAX_HEAD,
+};
 use crate::metrics::{metrics, Snapshot};
 
 /// What the endpoints need to know, and nothing more: the plugin's health
@@ -47,8 +50,20 @@ pub fn spawn(listener: TcpListener, shared: View, socket: PathBuf) -> std::io::R
     let active = Arc::new(AtomicUsize::new(0));
     let socket = Arc::new(socket);
     std::thread::Builder::new().name("http-accept".into()).spawn(move || {
+        let mut backoff = HTTP_ACCEPT_BACKOFF_MIN;
         for conn in listener.incoming() {
-            let Ok(stream) = conn else { continue };
+            let stream = match conn {
+                Ok(s) => {
+                    backoff = HTTP_ACCEPT_BACKOFF_MIN;
+                    s
+                }
+                Err(e) => {
+                    log::debug!("http: accept failed ({e}); next try in {backoff:?}");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(HTTP_ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
+            };
             if active.fetch_add(1, Ordering::AcqRel) >= HTTP_MAX_CONNECTIONS {
                 active.fetch_sub(1, Ordering::AcqRel);
                 continue; // dropped: closed without an answer
@@ -158,11 +173,15 @@ struct RequestLine {
 fn read_head(stream: &mut TcpStream) -> Result<RequestLine, String> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
-    let started = std::time::Instant::now();
+    let deadline = std::time::Instant::now() + HTTP_HEAD_TIMEOUT;
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        if started.elapsed() > HTTP_IO_TIMEOUT {
-            return Err(format!("request head not complete within {HTTP_IO_TIMEOUT:?}"));
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!("request head not complete within {HTTP_HEAD_TIMEOUT:?}"));
         }
+        // Each read waits only for what is left of the head's time, so a
+        // client dripping a byte at a time is cut off on time.
+        let _ = stream.set_read_timeout(Some(left));
         let n = stream
             .read(&mut chunk)
             .map_err(|e| format!("reading the request: {e}"))?;

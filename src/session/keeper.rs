@@ -7,7 +7,9 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{lock, Session, State};
-use crate::limits::{SESSION_CAP_SLACK, SESSION_IDLE_WAKE, SESSION_RETRY_MAX, SESSION_RETRY_MIN};
+use crate::limits::{
+    SESSION_CAP_SLACK, SESSION_IDLE_WAKE, SESSION_KEEPER_RESTART, SESSION_RETRY_MAX, SESSION_RETRY_MIN, VAULT_MAX_LEASE,
+};
 use crate::vault::Lease;
 
 /// Renew when this fraction of the lease has passed, as Vault Agent's
@@ -29,13 +31,35 @@ enum Step {
     Renew(Duration),
 }
 
+/// When a lease of `ttl` granted at `at` is renewed: at 2/3 of it, without
+/// overflow whatever Vault said (a lease too far out is "never", a year on).
+fn renew_at(at: Instant, ttl: Duration) -> Instant {
+    let after = (ttl / RENEW_AT_DEN).saturating_mul(RENEW_AT_NUM);
+    at.checked_add(after)
+        .or_else(|| at.checked_add(VAULT_MAX_LEASE))
+        .unwrap_or(at)
+}
+
 impl Session {
-    /// Starts the keeper thread that renews the token or logs in again.
+    /// Starts the keeper thread that renews the token or logs in again. A
+    /// panic in it does not end it quietly: it is logged and the keeper
+    /// starts over after [`SESSION_KEEPER_RESTART`], from the session's
+    /// state (which every writer leaves consistent).
     pub fn spawn_keeper(self: &Arc<Self>) -> std::io::Result<()> {
         let me = Arc::clone(self);
         std::thread::Builder::new()
             .name("vault-session".into())
-            .spawn(move || me.run_keeper())
+            .spawn(move || loop {
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| me.run_keeper()));
+                if run.is_err() {
+                    crate::metrics::metrics().panicked("session_keeper");
+                    log::error!(
+                        "vault session keeper panicked; restarting it in {}s",
+                        SESSION_KEEPER_RESTART.as_secs()
+                    );
+                    std::thread::sleep(SESSION_KEEPER_RESTART);
+                }
+            })
             .map(|_| ())
     }
 
@@ -91,7 +115,7 @@ impl Session {
         if lease.ttl.is_zero() {
             return (Instant::now() + SESSION_IDLE_WAKE, Step::Nothing);
         }
-        let at = st.lease_at + lease.ttl * RENEW_AT_NUM / RENEW_AT_DEN;
+        let at = renew_at(st.lease_at, lease.ttl);
         let step = if lease.renewable {
             Step::Renew(lease.granted)
         } else if self.auth.can_login() {
@@ -118,7 +142,7 @@ impl Session {
             }
             Step::Login => self.try_login(deadline).map(|_| ()),
             Step::Renew(increment) => match self.client.renew_self(&token, increment, deadline) {
-                Ok(mut lease) if lease.ttl + SESSION_CAP_SLACK < increment => {
+                Ok(mut lease) if lease.ttl.saturating_add(SESSION_CAP_SLACK) < increment => {
                     // Renewing again would only shrink the lease further.
                     lease.renewable = false;
                     lease.granted = increment;
@@ -158,6 +182,27 @@ impl Session {
         if st.ticket.gen == gen {
             st.lease = Some(lease);
             st.lease_at = Instant::now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_time_never_overflows() {
+        let now = Instant::now();
+        assert_eq!(renew_at(now, Duration::from_secs(30)), now + Duration::from_secs(20));
+        // Whatever a lease says, no panic, and the renewal is in the future.
+        for ttl in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            VAULT_MAX_LEASE,
+            Duration::ZERO,
+        ] {
+            let at = renew_at(now, ttl);
+            assert!(at >= now, "{ttl:?}");
         }
     }
 }

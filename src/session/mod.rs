@@ -115,21 +115,45 @@ impl Session {
             },
             lease.renewable
         );
-        let now = Instant::now();
-        Ok(Arc::new(Session {
+        Ok(Session::with_token(auth, client, timeout, token, Some(lease), file))
+    }
+
+    fn with_token(
+        auth: AuthConfig,
+        client: VaultClient,
+        timeout: Duration,
+        token: Secret,
+        lease: Option<Lease>,
+        file: Option<FileStamp>,
+    ) -> Arc<Session> {
+        Arc::new(Session {
             auth,
             client,
             timeout,
             state: Mutex::new(State {
                 ticket: Ticket { token, gen: 1 },
                 verified_at: None,
-                lease: Some(lease),
-                lease_at: now,
+                lease,
+                lease_at: Instant::now(),
                 file,
                 logging_in: false,
             }),
             changed: Condvar::new(),
-        }))
+        })
+    }
+
+    /// A session that has not checked anything with Vault, for unit tests
+    /// of the parts above it.
+    #[cfg(test)]
+    pub(crate) fn for_tests(client: VaultClient, auth: AuthConfig) -> Arc<Session> {
+        Session::with_token(
+            auth,
+            client,
+            Duration::from_millis(300),
+            Secret::new("t".into()),
+            None,
+            None,
+        )
     }
 
     /// The token to use now. With a token file, a changed file is re-read
@@ -211,6 +235,7 @@ impl Session {
                 st.logging_in = true;
                 let token = st.ticket.token.clone();
                 drop(st);
+                let _guard = LoginGuard(self);
                 match self.client.lookup_self(&token, deadline) {
                     Err(e) if e.class() == VaultErrorClass::Denied => {
                         log::info!("vault: the token was refused and fails lookup-self; logging in again");
@@ -249,7 +274,9 @@ impl Session {
     /// without holding the lock, installs the new token, clears the flag
     /// and wakes every waiter.
     fn finish_login(&self, deadline: Instant) -> Result<Ticket, String> {
+        let guard = LoginGuard(self);
         let r = login(&self.auth, &self.client, deadline);
+        drop(guard);
         let mut st = lock(&self.state);
         st.logging_in = false;
         self.changed.notify_all();
@@ -284,10 +311,78 @@ impl Session {
     }
 }
 
+/// Clears `logging_in` and wakes the waiters if a login panics, so logins
+/// are not refused ("already in progress") for good. Does nothing when
+/// dropped normally: the code that set the flag clears it.
+struct LoginGuard<'a>(&'a Session);
+
+impl Drop for LoginGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            crate::metrics::metrics().panicked("login");
+            lock(&self.0.state).logging_in = false;
+            self.0.changed.notify_all();
+        }
+    }
+}
+
 fn login(auth: &AuthConfig, client: &VaultClient, deadline: Instant) -> Result<LoginToken, VaultError> {
+    #[cfg(test)]
+    tests::maybe_panic();
     let req = auth.login_request().map_err(VaultError::Credentials)?;
     let Some(req) = req else {
         return Err(VaultError::Credentials("the token method cannot log in".into()));
     };
     client.login(&req.path, &req.body, deadline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        static PANIC_IN_LOGIN: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// The seam the tests use to make the next login on this thread panic
+    /// (compiled into unit tests only).
+    pub(super) fn maybe_panic() {
+        if PANIC_IN_LOGIN.with(|p| p.replace(false)) {
+            panic!("injected panic in a login");
+        }
+    }
+
+    fn session() -> Arc<Session> {
+        let mut cfg = crate::config::tests::sample_config();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        cfg.vault.addrs = vec![format!("http://127.0.0.1:{port}")];
+        let client = VaultClient::new(&cfg.vault).unwrap();
+        let auth = AuthConfig::Jwt {
+            mount: "jwt".into(),
+            role: "r".into(),
+            jwt_file: "/nonexistent/jwt".into(),
+        };
+        Session::for_tests(client, auth)
+    }
+
+    /// A login that panics leaves the flag clear: the next login is tried,
+    /// not refused as "already in progress".
+    #[test]
+    fn a_panicking_login_does_not_block_later_ones() {
+        let s = session();
+        PANIC_IN_LOGIN.with(|p| p.set(true));
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.try_login(deadline)));
+        assert!(r.is_err(), "the injected panic did not happen");
+        assert!(!lock(&s.state).logging_in, "logging_in left set");
+        let Err(e) = s.try_login(Instant::now() + Duration::from_millis(200)) else {
+            panic!("a login without Vault succeeded");
+        };
+        assert!(!e.contains("already in progress"), "{e}");
+    }
 }

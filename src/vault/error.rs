@@ -26,6 +26,9 @@ pub enum VaultError {
     },
     /// Vault answered 2xx with a body we cannot use.
     BadResponse { addr: String, path: String, what: String },
+    /// A 2xx whose body is not JSON at all: not Vault speaking (a proxy or
+    /// load balancer page), so another node may do better.
+    Garbled { addr: String, path: String },
     /// A credential file could not be used for a login (no call was made).
     Credentials(String),
 }
@@ -67,6 +70,7 @@ impl VaultError {
         match self {
             VaultError::Unreachable { .. } | VaultError::Timeout { .. } => VaultErrorClass::Unavailable,
             VaultError::BadResponse { .. } => VaultErrorClass::Internal,
+            VaultError::Garbled { .. } => VaultErrorClass::Unavailable,
             VaultError::Credentials(_) => VaultErrorClass::Denied,
             VaultError::Status { status, message, .. } => match *status {
                 401 | 403 => VaultErrorClass::Denied,
@@ -110,6 +114,10 @@ impl fmt::Display for VaultError {
                     _ => Ok(()),
                 }
             }
+            VaultError::Garbled { addr, path } => write!(
+                f,
+                "vault at {addr} answered {path} with a success status but a body that is not JSON (a proxy or load balancer in the way?)"
+            ),
             VaultError::BadResponse { addr, path, what } => {
                 write!(f, "vault at {addr} sent an unusable answer to {path}: {what}")
             }

@@ -8,7 +8,8 @@
 //! - `transport`: node preference and failover, a standby's 307, sending
 //!   and reading a bounded answer;
 //! - `error`: what a failure was and what to do about it;
-//! - `tls` and `settings`: how the agents are built and from what.
+//! - `tls` and `settings`: how the agents are built and from what;
+//!   `resolve`: their name resolution (no thread per request).
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +19,7 @@ use std::time::Duration;
 use crate::secret::Secret;
 
 mod error;
+mod resolve;
 mod settings;
 mod sys;
 mod tls;
@@ -73,8 +75,6 @@ pub struct VaultClient {
 
 struct Inner {
     nodes: Vec<Node>,
-    /// For a standby's 307 to an address that is not a configured node.
-    redirect_agent: ureq::Agent,
     /// Index of the node that answered last: tried first.
     preferred: AtomicUsize,
     namespace: Option<String>,
@@ -95,9 +95,10 @@ impl VaultClient {
     /// pool. Fails on an unreadable CA, certificate or key.
     pub fn new(cfg: &Settings) -> Result<VaultClient, String> {
         let tls = tls::tls_config(cfg)?;
+        let proxy = tls::proxy(cfg)?;
         let mut nodes = Vec::with_capacity(cfg.addrs.len());
         for addr in &cfg.addrs {
-            nodes.push(tls::node(cfg, &tls, addr)?);
+            nodes.push(tls::node(cfg, &tls, proxy.as_ref(), addr)?);
         }
         if nodes.is_empty() {
             return Err("no Vault address configured".into());
@@ -105,7 +106,6 @@ impl VaultClient {
         Ok(VaultClient {
             inner: Arc::new(Inner {
                 nodes,
-                redirect_agent: tls::plain_agent(cfg, &tls),
                 preferred: AtomicUsize::new(0),
                 namespace: cfg.namespace.clone(),
             }),

@@ -22,6 +22,9 @@ pub struct Settings {
     pub tls_server_name: Option<String>,
     /// Skip TLS verification (`--vault-skip-verify`).
     pub skip_verify: bool,
+    /// An HTTP proxy every node is reached through (`--vault-proxy`); none
+    /// when unset, whatever HTTPS_PROXY, HTTP_PROXY or ALL_PROXY say.
+    pub proxy: Option<String>,
     /// One request's whole Vault budget (`--vault-timeout`).
     pub timeout: Duration,
 }

@@ -4,18 +4,21 @@
 //! ureq verifies a certificate against the URL's host. To verify against
 //! `--vault-tls-server-name` instead, a node's URL carries that name as its
 //! host and the node's agent resolves every name to the node's real
-//! address. Each node has its own agent for this reason.
+//! address. Each node has its own agent for this reason, and its own
+//! resolver (`resolve`: no thread for an IP literal, a cache for names).
 
 use std::sync::Arc;
 
 use ureq::http::Uri;
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::DefaultConnector;
+
+use super::resolve::NodeResolver;
+use ureq::Proxy;
 
 use super::transport::Node;
 use super::Settings;
-use crate::limits::{VAULT_CONNECT_TIMEOUT, VAULT_MAX_IDLE_AGE, VAULT_MAX_IDLE_CONNECTIONS};
+use crate::limits::{VAULT_CONNECT_TIMEOUT, VAULT_IO_BUFFER, VAULT_MAX_IDLE_AGE, VAULT_MAX_IDLE_CONNECTIONS};
 
 /// Trusted roots, client certificate and verification switch, once.
 pub fn tls_config(cfg: &Settings) -> Result<TlsConfig, String> {
@@ -69,62 +72,49 @@ fn read_pem(
     Ok((certs, key))
 }
 
-/// Resolves whatever host a URL names to one node's real address.
-#[derive(Debug)]
-struct PinnedResolver {
-    real: Uri,
-}
-
-impl Resolver for PinnedResolver {
-    fn resolve(
-        &self,
-        _uri: &Uri,
-        config: &ureq::config::Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        DefaultResolver::default().resolve(&self.real, config, timeout)
-    }
+/// The proxy of `--vault-proxy`, or none. ureq's default would read the
+/// proxy environment variables; an explicit `None` is what turns that off.
+pub fn proxy(cfg: &Settings) -> Result<Option<Proxy>, String> {
+    cfg.proxy
+        .as_deref()
+        .map(|p| Proxy::new(p).map_err(|e| format!("--vault-proxy {p}: {e}")))
+        .transpose()
 }
 
 /// A configured node: the base URL requests use for `addr` and the agent
 /// that sends them. With a server name, the URL's host is that name and the
 /// agent connects to `addr`'s host; without one, both are `addr`.
-pub fn node(cfg: &Settings, tls: &TlsConfig, addr: &str) -> Result<Node, String> {
-    let agent_config = agent_config(cfg, tls);
-    match (&cfg.tls_server_name, addr.strip_prefix("https://")) {
+pub fn node(cfg: &Settings, tls: &TlsConfig, proxy: Option<&Proxy>, addr: &str) -> Result<Node, String> {
+    let agent_config = agent_config(cfg, tls, proxy);
+    let (base, pinned) = match (&cfg.tls_server_name, addr.strip_prefix("https://")) {
         (Some(name), Some(_)) => {
             let real: Uri = addr.parse().map_err(|e| format!("vault address {addr}: {e}"))?;
             let port = real.port_u16().unwrap_or(443);
-            let base = format!("https://{name}:{port}");
-            let agent = ureq::Agent::with_parts(agent_config, DefaultConnector::default(), PinnedResolver { real });
-            Ok(Node {
-                addr: addr.to_owned(),
-                base,
-                agent,
-            })
+            (format!("https://{name}:{port}"), Some(real))
         }
-        _ => Ok(Node {
-            addr: addr.to_owned(),
-            base: addr.to_owned(),
-            agent: agent_config.into(),
-        }),
-    }
-}
-
-/// An agent for a redirect target that is not one of the configured nodes.
-pub fn plain_agent(cfg: &Settings, tls: &TlsConfig) -> ureq::Agent {
-    agent_config(cfg, tls).into()
+        _ => (addr.to_owned(), None),
+    };
+    let agent = ureq::Agent::with_parts(agent_config, DefaultConnector::default(), NodeResolver::new(pinned));
+    Ok(Node {
+        addr: addr.to_owned(),
+        base,
+        agent,
+    })
 }
 
 /// No redirects followed by ureq (the client decides), statuses as values,
-/// the call budget, and a keep-alive pool.
-fn agent_config(cfg: &Settings, tls: &TlsConfig) -> ureq::config::Config {
+/// the call budget, a keep-alive pool, and no proxy but the configured one.
+fn agent_config(cfg: &Settings, tls: &TlsConfig, proxy: Option<&Proxy>) -> ureq::config::Config {
     ureq::Agent::config_builder()
+        .proxy(proxy.cloned())
         .http_status_as_error(false)
         .max_redirects(0)
         .tls_config(tls.clone())
         .timeout_global(Some(cfg.timeout))
         .timeout_connect(Some(VAULT_CONNECT_TIMEOUT.min(cfg.timeout)))
+        .input_buffer_size(VAULT_IO_BUFFER)
+        .output_buffer_size(VAULT_IO_BUFFER)
+        .max_response_header_size(VAULT_IO_BUFFER)
         .max_idle_connections(VAULT_MAX_IDLE_CONNECTIONS)
         .max_idle_connections_per_host(VAULT_MAX_IDLE_CONNECTIONS)
         .max_idle_age(VAULT_MAX_IDLE_AGE)

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::error::bad;
 use super::transport::{section, Answer, Call, Method};
 use super::{Lease, LoginToken, VaultClient, VaultError};
+use crate::limits::VAULT_MAX_LEASE;
 use crate::secret::Secret;
 
 impl VaultClient {
@@ -21,7 +22,7 @@ impl VaultClient {
         };
         let Answer { addr, body: v } = self.call(&c, deadline)?;
         let d = section(&v, "data").ok_or_else(|| bad(&addr, path, "no data object"))?;
-        let secs = |k: &str| d.get(k).and_then(|t| t.as_u64()).map(Duration::from_secs);
+        let secs = |k: &str| d.get(k).and_then(|t| t.as_u64()).map(lease_secs);
         let ttl = secs("ttl").unwrap_or(Duration::ZERO);
         Ok(Lease {
             ttl,
@@ -69,10 +70,15 @@ impl VaultClient {
     }
 }
 
+/// A lease length from Vault, at most [`VAULT_MAX_LEASE`].
+fn lease_secs(secs: u64) -> Duration {
+    Duration::from_secs(secs).min(VAULT_MAX_LEASE)
+}
+
 /// The lease of a login or renewal answer (`auth.lease_duration`).
 fn lease_of(v: &serde_json::Value) -> Option<Lease> {
     let a = section(v, "auth")?;
-    let ttl = Duration::from_secs(a.get("lease_duration")?.as_u64()?);
+    let ttl = lease_secs(a.get("lease_duration")?.as_u64()?);
     Some(Lease {
         ttl,
         renewable: a.get("renewable").and_then(|r| r.as_bool()).unwrap_or(false),

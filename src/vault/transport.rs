@@ -6,9 +6,11 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::error::{bad, error_text, fails_over, transport_error};
+use super::error::{error_text, fails_over, transport_error};
 use super::{parse_addr, VaultClient, VaultError};
-use crate::limits::{MAX_VAULT_RESPONSE, VAULT_MAX_LOCATION, VAULT_MIN_ATTEMPT, VAULT_ROUND_PAUSE};
+use crate::limits::{
+    MAX_VAULT_RESPONSE, VAULT_FAILOVER_RESERVE, VAULT_MAX_LOCATION, VAULT_MIN_ATTEMPT, VAULT_ROUND_PAUSE,
+};
 use crate::secret::Secret;
 
 /// The HTTP method of a call: transit, login and renewal write; lookups
@@ -48,9 +50,9 @@ pub(super) struct Answer {
     pub body: serde_json::Value,
 }
 
-/// Where a standby's 307 sends a call: the agent to use (a configured
-/// node's own, so its server name override still applies), the target's
-/// address for messages, and the full URL.
+/// Where a standby's 307 sends a call: the configured node's agent (so its
+/// server name override still applies), its address for messages, and the
+/// full URL.
 struct RedirectTarget<'s> {
     agent: &'s ureq::Agent,
     addr: String,
@@ -67,8 +69,10 @@ enum NotAnswered {
 impl VaultClient {
     /// Sends one call, trying nodes in order of preference within the
     /// deadline. A node that is down, slow, sealed or failing (5xx, 429)
-    /// hands over to the next; each untried node keeps a fair share of the
-    /// time left. When every node of a cluster failed, another pass starts
+    /// hands over to the next. The node that answered last is tried first
+    /// with all of the time left but [`VAULT_FAILOVER_RESERVE`] for each
+    /// other node; after it, each untried node gets a fair share of what is
+    /// left. When every node of a cluster failed, another pass starts
     /// after [`VAULT_ROUND_PAUSE`] while time is left, so a request that meets an
     /// election succeeds once a new active node serves. Any other answer,
     /// good or bad, is final.
@@ -85,8 +89,7 @@ impl VaultClient {
                 if left < VAULT_MIN_ATTEMPT && last.is_some() {
                     break;
                 }
-                let share = u32::try_from(n - i).unwrap_or(1).max(1);
-                match self.attempt(node, c, Instant::now() + left / share) {
+                match self.attempt(node, c, Instant::now() + attempt_budget(left, n, pass, i)) {
                     Ok(v) => {
                         if idx != first {
                             self.inner.preferred.store(idx, Ordering::Relaxed);
@@ -98,7 +101,7 @@ impl VaultClient {
                         });
                     }
                     Err(e) if fails_over(&e) => {
-                        log::debug!("vault: {} failed {} ({})", node.addr, c.op, e.class_name());
+                        log::debug!("vault: {} failed {} ({}): {e}", node.addr, c.op, e.class_name());
                         last = Some(e);
                     }
                     Err(e) => return Err(e),
@@ -150,8 +153,8 @@ impl VaultClient {
             message: message.into(),
         };
         let to = self
-            .redirect_target(node, &location)
-            .ok_or_else(|| redirect_refused(node.addr.clone(), "redirect to an unusable location"))?;
+            .redirect_target(&location)
+            .map_err(|why| redirect_refused(node.addr.clone(), &why))?;
         log::debug!("vault: {} redirected {} to {}", node.addr, c.op, to.addr);
         match self.send(to.agent, &to.addr, &to.url, c, deadline) {
             Ok(v) => Ok(v),
@@ -160,30 +163,25 @@ impl VaultClient {
         }
     }
 
-    /// Where a 307 points: a configured node (its agent, so a server name
-    /// override still applies) or another address of the same scheme. An
-    /// https node is never redirected to plain http.
-    fn redirect_target<'s>(&'s self, from: &Node, location: &str) -> Option<RedirectTarget<'s>> {
-        let (scheme, rest) = location.split_once("://")?;
+    /// Where a 307 points, if it is a configured node: the token and the
+    /// DEK are only ever sent to an address the operator listed (scheme,
+    /// host and port as configured), never to wherever an answer points.
+    /// The error says why a location is refused, for the 307 message.
+    fn redirect_target(&self, location: &str) -> Result<RedirectTarget<'_>, String> {
+        let unusable = || "redirect to an unusable location".to_owned();
+        let (scheme, rest) = location.split_once("://").ok_or_else(unusable)?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let base = format!("{scheme}://{authority}");
-        let from_scheme = from.addr.split("://").next().unwrap_or("");
-        if parse_addr(&base).is_err() || (from_scheme == "https" && scheme != "https") {
-            return None;
-        }
-        let path = path.strip_prefix("v1/")?;
-        match self.inner.nodes.iter().find(|n| n.addr == base) {
-            Some(n) => Some(RedirectTarget {
-                agent: &n.agent,
-                addr: n.addr.clone(),
-                url: format!("{}/v1/{path}", n.base),
-            }),
-            None => Some(RedirectTarget {
-                agent: &self.inner.redirect_agent,
-                url: format!("{base}/v1/{path}"),
-                addr: base,
-            }),
-        }
+        let base = parse_addr(&format!("{scheme}://{authority}")).map_err(|_| unusable())?;
+        let path = path.strip_prefix("v1/").ok_or_else(unusable)?;
+        let n = self.inner.nodes.iter().find(|n| n.addr == base).ok_or_else(|| {
+            let shown: String = base.chars().take(crate::limits::VAULT_MAX_ERROR_TEXT).collect();
+            format!("redirect to {shown}, which is not a configured node; not followed")
+        })?;
+        Ok(RedirectTarget {
+            agent: &n.agent,
+            addr: n.addr.clone(),
+            url: format!("{}/v1/{path}", n.base),
+        })
     }
 
     /// One HTTP request within what is left of the deadline; records its
@@ -254,8 +252,25 @@ impl VaultClient {
                 message: error_text(&text),
             }));
         }
-        serde_json::from_str(&text).map_err(|_| NotAnswered::Failed(bad(addr, c.path, "body is not JSON")))
+        serde_json::from_str(&text).map_err(|_| {
+            NotAnswered::Failed(VaultError::Garbled {
+                addr: addr.to_owned(),
+                path: c.path.to_owned(),
+            })
+        })
     }
+}
+
+/// The time attempt `i` (of `n` nodes) of pass `pass` gets out of `left`:
+/// most of it for the preferred node on the first pass, a fair share of
+/// what is left for each other node.
+fn attempt_budget(left: Duration, n: usize, pass: usize, i: usize) -> Duration {
+    let others = u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX);
+    if pass == 0 && i == 0 {
+        let reserve = VAULT_FAILOVER_RESERVE.saturating_mul(others).min(left / 2);
+        return left.saturating_sub(reserve);
+    }
+    left / u32::try_from(n.saturating_sub(i)).unwrap_or(1).max(1)
 }
 
 /// Token and namespace headers; `X-Vault-Request` as Vault's own CLI sends.
@@ -282,31 +297,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redirects_go_to_a_known_node_or_the_same_scheme() {
+    fn the_preferred_node_gets_most_of_the_budget() {
+        let ms = Duration::from_millis;
+        // Three nodes, 2 s: the preferred node gets 1.5 s, not 667 ms.
+        assert_eq!(attempt_budget(ms(2000), 3, 0, 0), ms(1500));
+        // Then the others share what is left.
+        assert_eq!(attempt_budget(ms(500), 3, 0, 1), ms(250));
+        assert_eq!(attempt_budget(ms(250), 3, 0, 2), ms(250));
+        // One node: everything. A small budget: at most half is reserved.
+        assert_eq!(attempt_budget(ms(2000), 1, 0, 0), ms(2000));
+        assert_eq!(attempt_budget(ms(300), 3, 0, 0), ms(150));
+        // Later passes (every node failed): fair shares.
+        assert_eq!(attempt_budget(ms(900), 3, 1, 0), ms(300));
+        // Sixteen nodes never underflow.
+        assert_eq!(attempt_budget(ms(2000), 16, 0, 0), ms(1000));
+    }
+
+    #[test]
+    fn redirects_go_only_to_a_configured_node() {
         let mut cfg = crate::config::tests::sample_config();
         cfg.vault.addrs = vec!["https://v1:8200".into(), "https://v2:8200".into()];
         cfg.vault.tls_server_name = Some("vault.internal".into());
         let c = VaultClient::new(&cfg.vault).unwrap();
-        let from = c.inner.nodes.first().unwrap();
         // A configured node keeps its own agent and server name.
-        let to = c.redirect_target(from, "https://v2:8200/v1/transit/encrypt/k").unwrap();
+        let to = c.redirect_target("https://v2:8200/v1/transit/encrypt/k").unwrap();
         assert_eq!(to.addr, "https://v2:8200");
         assert_eq!(to.url, "https://vault.internal:8200/v1/transit/encrypt/k");
-        // Another https address is followed as is.
-        let to = c.redirect_target(from, "https://v9:8200/v1/transit/decrypt/k").unwrap();
-        assert_eq!(
-            (to.addr.as_str(), to.url.as_str()),
-            ("https://v9:8200", "https://v9:8200/v1/transit/decrypt/k")
-        );
-        // Never from https down to http, never outside /v1/, never junk.
+        // Anywhere else is refused: another host, another port, another
+        // scheme (never down to http), outside /v1/, junk.
         for bad in [
+            "https://v9:8200/v1/transit/decrypt/k",
+            "https://v2:8201/v1/transit/decrypt/k",
             "http://v2:8200/v1/transit/encrypt/k",
             "https://v2:8200/ui/",
             "https://user@v2:8200/v1/x",
             "/v1/relative",
             "",
         ] {
-            assert!(c.redirect_target(from, bad).is_none(), "{bad}");
+            assert!(c.redirect_target(bad).is_err(), "{bad}");
         }
+        let why = c
+            .redirect_target("https://evil.example:443/v1/transit/encrypt/k")
+            .err()
+            .unwrap();
+        assert!(
+            why.contains("https://evil.example:443") && why.contains("not a configured node"),
+            "{why}"
+        );
     }
 }

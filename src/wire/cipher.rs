@@ -98,6 +98,47 @@ mod tests {
     use crate::wire::names::tests::name;
     use crate::wire::{parse_key_id, KeyVersion};
 
+    /// The longest names the parsers accept, and the largest version (19
+    /// digits).
+    fn longest() -> KeyVersion {
+        KeyVersion {
+            name: KeyName {
+                mount: "m".repeat(crate::limits::MAX_MOUNT_PATH),
+                key: "k".repeat(crate::limits::MAX_KEY_NAME),
+            },
+            version: 9_999_999_999_999_999_999,
+        }
+    }
+
+    /// Whatever Encrypt can return, Decrypt accepts: the worst case of each
+    /// API (longest names, largest version, largest plaintext, Vault's
+    /// nonce and tag) fits the limit Decrypt enforces, and parses back.
+    #[test]
+    fn encrypt_output_always_fits_decrypt_limits() {
+        use base64::Engine as _;
+        let kv = longest();
+        let key_id = kv.key_id();
+        assert!(key_id.len() <= crate::limits::V2_MAX_KEY_ID, "{} bytes", key_id.len());
+        assert_eq!(parse_key_id(&key_id).unwrap(), kv);
+        for (max_pt, limit, v1) in [
+            (crate::limits::V1_MAX_PLAINTEXT, crate::limits::V1_MAX_CIPHER, true),
+            (crate::limits::V2_MAX_PLAINTEXT, crate::limits::V2_MAX_CIPHERTEXT, false),
+        ] {
+            // transit's aes256-gcm96: 12-byte nonce, plaintext, 16-byte tag.
+            let sealed = vec![0u8; 12 + max_pt + 16];
+            let b64 = base64::engine::general_purpose::STANDARD.encode(sealed);
+            let ct = VaultCiphertext::parse(&format!("vault:v{}:{b64}", kv.version), "t").unwrap();
+            if v1 {
+                let cipher = v1_cipher(&kv.name, &ct);
+                assert!(cipher.len() <= limit, "v1 cipher {} bytes", cipher.len());
+                assert_eq!(parse_v1_cipher(&cipher).unwrap().key, Some(kv.name.clone()));
+            } else {
+                assert!(ct.as_str().len() <= limit, "v2 ciphertext {} bytes", ct.as_str().len());
+                assert!(parse_v2_ciphertext(ct.as_str().as_bytes()).is_ok());
+            }
+        }
+    }
+
     #[test]
     fn vault_ciphertext_framing() {
         let ct = VaultCiphertext::parse("vault:v7:AAAABBBB", "c").unwrap();

@@ -2,7 +2,7 @@
 //! taken exactly as given (no trimming), so whatever parses is canonical;
 //! config trims an operator's flag value before it calls these.
 
-use crate::limits::MAX_KEY_NAME;
+use crate::limits::{MAX_ECHOED_VALUE, MAX_KEY_NAME, MAX_MOUNT_PATH};
 use std::fmt;
 
 /// A transit key: mount path and key name.
@@ -22,18 +22,40 @@ impl fmt::Display for KeyName {
 /// single `/`s, with none at either end. `:` and `|` are refused so mounts
 /// can sit inside key ids unambiguously.
 pub fn parse_mount(raw: &str) -> Result<&str, String> {
-    if raw.is_empty() || raw.split('/').any(|seg| seg.is_empty() || !seg.chars().all(name_char)) {
+    if raw.is_empty()
+        || raw.len() > MAX_MOUNT_PATH
+        || raw.split('/').any(|seg| seg.is_empty() || !seg.chars().all(name_char))
+    {
         return Err(format!(
-            "\"{raw}\" is not a mount path (letters, digits, - _ . and / between segments)"
+            "\"{}\" is not a mount path (at most {MAX_MOUNT_PATH} letters, digits, - _ . and / between segments)",
+            shown(raw)
         ));
     }
     Ok(raw)
 }
 
+/// A refused value as an error message may quote it: at most
+/// [`MAX_ECHOED_VALUE`] characters, control characters replaced, and `...`
+/// when cut.
+pub fn shown(raw: &str) -> String {
+    let mut out: String = raw
+        .chars()
+        .take(MAX_ECHOED_VALUE)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if raw.chars().nth(MAX_ECHOED_VALUE).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// A transit key name, as Vault allows them: letters, digits, `-`, `_`, `.`.
 pub fn parse_key_name(raw: &str) -> Result<&str, String> {
     if raw.is_empty() || !raw.chars().all(name_char) || raw.len() > MAX_KEY_NAME {
-        return Err(format!("\"{raw}\" is not a transit key name (letters, digits, - _ .)"));
+        return Err(format!(
+            "\"{}\" is not a transit key name (at most {MAX_KEY_NAME} letters, digits, - _ .)",
+            shown(raw)
+        ));
     }
     Ok(raw)
 }
@@ -73,5 +95,18 @@ pub(crate) mod tests {
         for bad in ["", " kube", "kube ", "a/b", "a:b", &"k".repeat(MAX_KEY_NAME + 1)] {
             assert!(parse_key_name(bad).is_err(), "key {bad:?} accepted");
         }
+        assert!(parse_mount(&"m".repeat(MAX_MOUNT_PATH)).is_ok());
+        assert!(parse_mount(&"m".repeat(MAX_MOUNT_PATH + 1)).is_err());
+    }
+
+    /// A refused 64 KiB name is quoted in 64 characters.
+    #[test]
+    fn errors_quote_a_bounded_value() {
+        let huge = "x".repeat(65_536);
+        for e in [parse_mount(&huge).unwrap_err(), parse_key_name(&huge).unwrap_err()] {
+            assert!(e.len() < 200, "{} bytes", e.len());
+        }
+        assert_eq!(shown("a\nb"), "a?b");
+        assert_eq!(shown(&"y".repeat(70)), format!("{}...", "y".repeat(64)));
     }
 }

@@ -248,7 +248,8 @@ fn dead_or_hanging_address_first_in_the_list() {
 }
 
 /// A standby asked not to forward answers 307 to the active node's
-/// api_addr; the plugin, given only that standby, follows it.
+/// api_addr; the plugin follows it when that address is a configured node,
+/// and not otherwise.
 #[test]
 fn standby_redirect_is_followed() {
     let dir = TempDir::new("ha-307");
@@ -263,7 +264,18 @@ fn standby_redirect_is_followed() {
     let token = kms_token(&c);
     let proxy = FaultProxy::start(c.addr(standby));
     proxy.set_mode(ProxyMode::NoForwarding);
-    let p = Plugin::start(dir.path(), &proxy.addr, &token, &[]);
+    // Given only the standby, the plugin does not follow its 307 to an
+    // address that is not configured: it refuses to start, saying why.
+    let alone = dir.path().join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    let mut lone = Plugin::spawn(&alone, &alone.join("kms.sock"), &proxy.addr, &token, &[]);
+    assert_eq!(lone.wait_exit(Duration::from_secs(20)).code(), Some(1));
+    let log = lone.log_text();
+    assert!(log.contains("not a configured node"), "{log}");
+    drop(lone);
+    // Listed after the standby, the active node is where the 307 is followed.
+    let addrs = format!("{},{}", proxy.addr, c.addr(leader));
+    let p = Plugin::start(dir.path(), &addrs, &token, &[]);
     let kc = p.client();
     for _ in 0..10 {
         round_trip_v2(&kc);

@@ -8,6 +8,7 @@ mod harness;
 mod layout;
 mod lifecycle;
 mod ops;
+mod security;
 mod session;
 mod vault_faults;
 

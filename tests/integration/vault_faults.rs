@@ -349,3 +349,26 @@ fn cut_connections_and_bad_gateway_are_unavailable_and_recover() {
     round_trip_v2(&c);
     assert!(p.log_text().contains("outcome=vault_unavailable"));
 }
+
+/// A slow but healthy active node listed with two dead ones is not cut
+/// short by their shares of the budget: with --vault-timeout 3s the node
+/// that answered last gets 2.5 s, not 1 s, so a 1.1 s answer (the fault
+/// proxy delays each chunk; a request is one or two) still arrives.
+#[test]
+fn a_slow_preferred_node_keeps_most_of_the_budget() {
+    let dir = TempDir::new("slow-preferred");
+    let bao = Bao::dev(dir.path());
+    let proxy = FaultProxy::start(&bao.addr);
+    let dead = |_| format!("http://127.0.0.1:{}", free_port());
+    let addrs = [proxy.addr.clone(), dead(1), dead(2)].join(",");
+    let p = Plugin::start(dir.path(), &addrs, &bao.token, &["--vault-timeout", "3s"]);
+    let c = p.client();
+    round_trip_v2(&c);
+    proxy.set_delay(Duration::from_millis(1100));
+    let pt = dek();
+    let t = Instant::now();
+    let e = encrypt_v2(&c, &pt).expect("encrypt through the slow preferred node");
+    eprintln!("slow preferred node: encrypt took {:?}", t.elapsed());
+    proxy.set_delay(Duration::ZERO);
+    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
+}

@@ -65,7 +65,9 @@ impl JwtSigner {
             B64URL.encode(claims.to_string())
         );
         let sig = pipe_openssl(&["dgst", "-sha256", "-sign", &self.key.display().to_string()], &input);
-        format!("{input}.{}", B64URL.encode(sig))
+        let jwt = format!("{input}.{}", B64URL.encode(sig));
+        super::secrets::remember(&jwt);
+        jwt
     }
 
     /// The claims of `jwt` if its RS256 signature verifies with this key

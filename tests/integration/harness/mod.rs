@@ -10,16 +10,19 @@ mod bao;
 mod cluster;
 mod credentials;
 mod jwt;
+mod listeners;
 mod load;
 mod pki;
 mod plugin;
 mod proxy;
+pub mod secrets;
 mod tokenreview;
 
 pub use bao::{Bao, PLUGIN_POLICY};
 pub use cluster::{Cluster, ClusterOpts};
 pub use credentials::*;
 pub use jwt::{now, JwtSigner};
+pub use listeners::{ConnectProxy, Recorder, Redirector};
 pub use load::{BlackHole, Figures, Load, Outcome};
 pub(crate) use pki::openssl;
 pub use pki::{Pki, CLIENT_CN};
@@ -133,6 +136,14 @@ pub fn vault_call(
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
     let url = format!("{addr}/v1/{path}");
+    secrets::remember(token);
+    if let Some(b) = &body {
+        for k in ["secret_id", "jwt", "plaintext", "token"] {
+            if let Some(v) = b.get(k).and_then(|v| v.as_str()) {
+                secrets::remember(v);
+            }
+        }
+    }
     let a = agent();
     let resp = match (method, body) {
         ("GET", _) => a.get(&url).header("X-Vault-Token", token).call(),
@@ -148,7 +159,17 @@ pub fn vault_call(
         Ok(mut r) => {
             let status = r.status().as_u16();
             let text = r.body_mut().read_to_string().unwrap_or_default();
-            (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+            let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+            for secret in [
+                &v["auth"]["client_token"],
+                &v["data"]["secret_id"],
+                &v["data"]["plaintext"],
+            ] {
+                if let Some(s) = secret.as_str() {
+                    secrets::remember(s);
+                }
+            }
+            (status, v)
         }
         Err(e) => (0, serde_json::Value::String(e.to_string())),
     }
@@ -187,6 +208,7 @@ pub fn status(c: &KmsClient) -> v2::StatusResponse {
 }
 
 pub fn encrypt_v2(c: &KmsClient, pt: &[u8]) -> grpcio::Result<v2::EncryptResponse> {
+    secrets::remember(pt);
     let mut r = v2::EncryptRequest::new();
     r.plaintext = pt.to_vec();
     r.uid = "it-uid".into();
@@ -202,6 +224,7 @@ pub fn decrypt_v2(c: &KmsClient, ct: &[u8], key_id: &str) -> grpcio::Result<Vec<
 }
 
 pub fn encrypt_v1(c: &KmsClient, pt: &[u8]) -> grpcio::Result<Vec<u8>> {
+    secrets::remember(pt);
     let mut r = v1beta1::EncryptRequest::new();
     r.version = "v1beta1".into();
     r.plain = pt.to_vec();
@@ -231,5 +254,7 @@ pub fn round_trip_v2(c: &KmsClient) {
 }
 
 pub fn dek() -> Vec<u8> {
-    trousseau::tools::probe::random_dek().unwrap()
+    let d = trousseau::tools::probe::random_dek().unwrap();
+    secrets::remember(&d);
+    d
 }

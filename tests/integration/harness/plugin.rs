@@ -41,9 +41,34 @@ impl Plugin {
         Plugin::spawn_raw(dir, socket, vault_addr, token, &args)
     }
 
+    /// Starts the plugin with key `kube`, `extra` flags and `env` added to
+    /// its environment, and waits for the socket to appear.
+    pub fn start_with_env(dir: &Path, vault_addr: &str, token: &str, extra: &[&str], env: &[(&str, &str)]) -> Plugin {
+        let socket = dir.join("run/kms.sock");
+        let mut args = vec!["--transit-key", "kube"];
+        args.extend_from_slice(extra);
+        let mut p = Plugin::spawn_env(dir, &socket, vault_addr, token, &args, env);
+        p.wait_for_socket();
+        p
+    }
+
     /// Starts `trousseau serve --socket SOCKET ARGS...` and nothing more.
     pub fn spawn_raw(dir: &Path, socket: &Path, vault_addr: &str, token: &str, extra: &[&str]) -> Plugin {
+        Plugin::spawn_env(dir, socket, vault_addr, token, extra, &[])
+    }
+
+    /// `spawn_raw` with `env` added to the plugin's (otherwise cleared)
+    /// environment.
+    pub fn spawn_env(
+        dir: &Path,
+        socket: &Path,
+        vault_addr: &str,
+        token: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Plugin {
         static N: AtomicU64 = AtomicU64::new(0);
+        super::secrets::remember(token);
         let log = dir.join(format!("plugin-{}.log", N.fetch_add(1, Ordering::Relaxed)));
         let f = std::fs::File::create(&log).unwrap();
         let mut args = vec!["serve".to_owned(), "--socket".to_owned(), socket.display().to_string()];
@@ -64,7 +89,9 @@ impl Plugin {
             .env_clear()
             .env("VAULT_ADDR", vault_addr)
             .env("VAULT_TOKEN", token)
-            .env("RUST_LOG", "debug")
+            // Every level, so the leak scan at drop covers them all.
+            .env("RUST_LOG", "trace")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
             .stderr(f)
@@ -101,6 +128,18 @@ impl Plugin {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Panics when the log holds any secret the tests used or any Vault
+    /// token, in any form (see `secrets`).
+    pub fn assert_no_secrets_in_log(&self) {
+        let log = std::fs::read(&self.log).unwrap_or_default();
+        let leaks = super::secrets::leaks_in(&log);
+        assert!(
+            leaks.is_empty(),
+            "secrets in plugin log {}: {leaks:?}",
+            self.log.display()
+        );
+    }
+
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
@@ -128,6 +167,8 @@ impl Drop for Plugin {
         }
         if std::thread::panicking() {
             eprintln!("---- plugin log {} ----\n{}", self.log.display(), self.log_text());
+            return;
         }
+        self.assert_no_secrets_in_log();
     }
 }
