@@ -112,8 +112,14 @@ fn gen_service(
         let _ = writeln!(g, "{s}");
     };
     for (name, sn, req, resp) in &methods {
+        // A request that does not decode never reaches a handler: gRPC
+        // answers INTERNAL by itself. The wrapper counts it as outcome
+        // "malformed" and logs it (no content), so it is not silent.
         w(g, format!(
-            "/// `/{package}.{svc_name}/{name}`\npub const METHOD_{up}: ::grpcio::Method<{req}, {resp}> = ::grpcio::Method {{\n    ty: ::grpcio::MethodType::Unary,\n    name: \"/{package}.{svc_name}/{name}\",\n    req_mar: ::grpcio::Marshaller {{ ser: ::grpcio::pb_ser, de: ::grpcio::pb_de }},\n    resp_mar: ::grpcio::Marshaller {{ ser: ::grpcio::pb_ser, de: ::grpcio::pb_de }},\n}};",
+            "fn de_{sn}(r: ::grpcio::MessageReader) -> ::grpcio::Result<{req}> {{\n    ::grpcio::pb_de(r).map_err(|e| {{\n        crate::metrics::metrics().request(\"{package}\", \"{sn}\", \"malformed\", ::std::time::Duration::ZERO);\n        ::log::warn!(\"api={package} op={sn} outcome=malformed error=\\\"the request is not a valid {package}.{svc_name}/{name} message\\\"\");\n        e\n    }})\n}}"
+        ));
+        w(g, format!(
+            "/// `/{package}.{svc_name}/{name}`\npub const METHOD_{up}: ::grpcio::Method<{req}, {resp}> = ::grpcio::Method {{\n    ty: ::grpcio::MethodType::Unary,\n    name: \"/{package}.{svc_name}/{name}\",\n    req_mar: ::grpcio::Marshaller {{ ser: ::grpcio::pb_ser, de: de_{sn} }},\n    resp_mar: ::grpcio::Marshaller {{ ser: ::grpcio::pb_ser, de: ::grpcio::pb_de }},\n}};",
             up = sn.to_ascii_uppercase()
         ));
     }

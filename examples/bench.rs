@@ -116,6 +116,8 @@ fn main() {
         std::process::exit(2);
     };
     let total: usize = arg(&args, "--round-trips").and_then(|n| n.parse().ok()).unwrap_or(2000);
+    // `--burst N`: only plugin round trips, N at once (scripts/bench-memory.sh).
+    let burst: Option<usize> = arg(&args, "--burst").and_then(|n| n.parse().ok());
     let token = std::env::var("VAULT_TOKEN").unwrap_or_default();
     let client = Arc::new(KmsClient::connect(
         std::path::Path::new(&socket),
@@ -133,6 +135,18 @@ fn main() {
         token,
     });
     let pt = Arc::new(random_dek().unwrap_or_else(|_| vec![7u8; 32]));
+
+    if let Some(conc) = burst {
+        // Any failed round trip ends the run with status 1 (see `run`).
+        let (c, p) = (client.clone(), pt.clone());
+        let (ops, p50, p99) = run(conc, total, Arc::new(move || plugin_round_trip(&c, &p)));
+        println!(
+            "burst: {total} round trips, {conc} at once, none failed: {ops:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+        return;
+    }
 
     // Warm up connections on both paths.
     for _ in 0..50 {

@@ -288,3 +288,70 @@ fn a_success_status_with_a_garbage_body_fails_over() {
     let log = p.log_text();
     assert!(log.contains("not JSON"), "{log}");
 }
+
+/// The signature grpcio's Marshaller requires (`&T` with `T = Vec<u8>`).
+#[allow(clippy::ptr_arg)]
+fn raw_ser(v: &Vec<u8>, buf: &mut grpcio::GrpcSlice) -> grpcio::Result<()> {
+    *buf = grpcio::GrpcSlice::from(v.clone());
+    Ok(())
+}
+
+fn raw_de(mut r: grpcio::MessageReader) -> grpcio::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    r.read_to_end(&mut v).map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
+    Ok(v)
+}
+
+/// v2 Encrypt with raw bytes as its message, whatever they are.
+const RAW_V2_ENCRYPT: grpcio::Method<Vec<u8>, Vec<u8>> = grpcio::Method {
+    ty: grpcio::MethodType::Unary,
+    name: "/v2.KeyManagementService/Encrypt",
+    req_mar: grpcio::Marshaller {
+        ser: raw_ser,
+        de: raw_de,
+    },
+    resp_mar: grpcio::Marshaller {
+        ser: raw_ser,
+        de: raw_de,
+    },
+};
+
+/// A request that is not a valid protobuf message gets an error at once,
+/// is counted (`outcome="malformed"`) and logged, and the plugin keeps
+/// serving.
+#[test]
+fn a_malformed_protobuf_is_counted_and_logged() {
+    let dir = TempDir::new("malformed-pb");
+    let bao = Bao::dev(dir.path());
+    let p = Plugin::start(dir.path(), &bao.addr, &bao.token, &[]);
+    let env = std::sync::Arc::new(grpcio::EnvBuilder::new().cq_count(1).build());
+    let ch = grpcio::ChannelBuilder::new(env).connect(&format!("unix:{}", p.socket.display()));
+    let raw = grpcio::Client::new(ch);
+    // Field 1 (plaintext) claims 16 bytes and carries one.
+    let r = raw.unary_call(
+        &RAW_V2_ENCRYPT,
+        &vec![0x0a, 0x10, 0x01],
+        grpcio::CallOption::default().timeout(DEADLINE),
+    );
+    let (code, msg) = rpc_err(r);
+    assert_ne!(code, grpcio::RpcStatusCode::DEADLINE_EXCEEDED, "{msg}");
+    round_trip_v2(&p.client());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let text = agent
+        .get(&format!("{}/metrics", p.http))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        text.contains(r#"trousseau_kms_requests_total{api="v2",operation="encrypt",outcome="malformed"} 1"#),
+        "{text}"
+    );
+    let log = p.log_text();
+    assert!(log.contains("op=encrypt outcome=malformed"), "{log}");
+}
