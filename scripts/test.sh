@@ -6,6 +6,7 @@
 # In CI (CI=true), or with OFFLINE_BUILD=1, it also proves the air-gapped
 # build: scripts/offline-build.sh builds the release binary from vendored
 # sources with a fresh CARGO_HOME and no network (several minutes cold).
+# The fuzz targets (fuzz/, outside the main build) run 10 s each.
 # Then the end-to-end suite (scripts/e2e.sh: real kube-apiserver and etcd
 # built from their Go modules) runs on that same release binary. Without Go
 # it is skipped with one line saying so, except in CI, where that fails.
@@ -43,6 +44,10 @@ set +e
 cargo test --locked --all-targets 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+# The parsers under libFuzzer, 10 s per target (fuzz/README.md): a crash
+# fails the run and names the input kept in fuzz/artifacts/.
+echo "==> fuzzing (scripts/fuzz.sh 10)"
+scripts/fuzz.sh 10 || { echo "fuzz FAILED"; [ "$status" != 0 ] || status=1; }
 release=""
 if [ "${CI:-}" = true ] || [ -n "${OFFLINE_BUILD:-}" ]; then
     echo "==> air-gapped build (scripts/offline-build.sh --release)"

@@ -86,6 +86,13 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             }
         }
     }
+    let mut secrets = cfg.auth.credential_files();
+    if let Some(key) = &cfg.vault.client_key {
+        secrets.push(("--vault-client-key", key.as_path()));
+    }
+    for (flag, path) in secrets {
+        warn_if_loose(flag, path);
+    }
     if cfg.vault.timeout >= crate::limits::APISERVER_DEFAULT_DEADLINE {
         log::warn!("--vault-timeout {:?} is not below the apiserver's default KMS timeout (3s); raise the EncryptionConfiguration timeout to match", cfg.vault.timeout);
     }
@@ -172,6 +179,21 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     socket::remove(&cfg.socket);
     log::info!("stopped; socket {} removed", cfg.socket.display());
     Ok(())
+}
+
+/// A credential file that group or others may read or write is logged at
+/// start: it works, but anyone with that access holds the credential.
+fn warn_if_loose(flag: &str, path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            log::warn!(
+                "{flag} {} is open to group or others (mode {mode:03o}); restrict it to 0600 or 0400",
+                path.display()
+            );
+        }
+    }
 }
 
 fn is_loopback_url(addr: &str) -> bool {

@@ -85,6 +85,25 @@ impl AuthConfig {
         !matches!(self, AuthConfig::Token(_))
     }
 
+    /// The files holding credentials the operator provides, named as their
+    /// flags are (the kubernetes method's service-account token is the
+    /// kubelet's, and left out).
+    pub fn credential_files(&self) -> Vec<(&'static str, &Path)> {
+        match self {
+            AuthConfig::Token(TokenSource::File(p)) => vec![("--vault-token-file", p.as_path())],
+            AuthConfig::AppRole {
+                role_id_file,
+                secret_id_file,
+                ..
+            } => vec![
+                ("--approle-role-id-file", role_id_file.as_path()),
+                ("--approle-secret-id-file", secret_id_file.as_path()),
+            ],
+            AuthConfig::Jwt { jwt_file, .. } => vec![("--jwt-file", jwt_file.as_path())],
+            _ => Vec::new(),
+        }
+    }
+
     /// The token file to watch, if any.
     pub fn token_file(&self) -> Option<&Path> {
         match self {
@@ -181,7 +200,9 @@ pub fn read_credential(path: &Path, what: &str) -> Result<Secret, String> {
             path.display()
         ));
     }
-    Ok(Secret::new(t.to_owned()))
+    let secret = Secret::new(t.to_owned());
+    zeroize::Zeroize::zeroize(&mut s);
+    Ok(secret)
 }
 
 #[cfg(test)]

@@ -142,14 +142,14 @@ pub(super) fn bad(addr: &str, path: &str, what: &str) -> VaultError {
 }
 
 /// A ureq failure (no HTTP status) as ours.
-pub(super) fn transport_error(addr: &str, e: ureq::Error, budget: Duration) -> VaultError {
+pub(super) fn transport_error(addr: &str, path: &str, e: ureq::Error, budget: Duration) -> VaultError {
     let addr = addr.to_owned();
     match e {
         ureq::Error::Timeout(_) => VaultError::Timeout { addr, after: budget },
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => VaultError::Timeout { addr, after: budget },
         ureq::Error::BodyExceedsLimit(n) => VaultError::BadResponse {
             addr,
-            path: String::new(),
+            path: path.to_owned(),
             what: format!("body larger than {n} bytes"),
         },
         // rustls failures arrive as ureq::Error::Rustls, ::Tls or wrapped in ::Io.

@@ -220,7 +220,7 @@ impl VaultClient {
         let record = |status| crate::metrics::metrics().vault_call(c.op, status, started.elapsed());
         let mut resp = sent.map_err(|e| {
             record(None);
-            NotAnswered::Failed(transport_error(addr, e, budget))
+            NotAnswered::Failed(transport_error(addr, c.path, e, budget))
         })?;
         let status = resp.status().as_u16();
         if status == 307 {
@@ -240,7 +240,7 @@ impl VaultClient {
             .read_to_string()
             .map_err(|e| {
                 record(None);
-                NotAnswered::Failed(transport_error(addr, e, budget))
+                NotAnswered::Failed(transport_error(addr, c.path, e, budget))
             })?;
         record(Some(status));
         if !(200..300).contains(&status) {

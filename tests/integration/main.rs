@@ -2,6 +2,7 @@
 //! driven by a grpcio client, against real OpenBao servers started here.
 
 mod auth;
+mod bad_input;
 mod deploy;
 mod ha;
 mod harness;

@@ -214,3 +214,154 @@ impl Drop for Redirector {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+/// What [`FakeVault`] answers instead of OpenBao for a matching path.
+#[derive(Clone, Debug)]
+pub enum Canned {
+    /// This status and JSON (or any) body, with a correct length.
+    Body(u16, String),
+    /// A 200 whose head promises `len` bytes, then one byte every `every`.
+    Drip { len: usize, every: Duration },
+    /// A 200 with a body of `len` spaces.
+    Huge(usize),
+    /// A 307 to `location` (the request's path appended).
+    Redirect(String),
+}
+
+/// An HTTP server in front of a real OpenBao: forwards every request to it
+/// unchanged, except those whose path contains a configured fragment,
+/// which get a canned answer. For Vault answers the real server cannot be
+/// made to give (garbled JSON, wrong types, huge or dripping bodies).
+pub struct FakeVault {
+    pub addr: String,
+    rules: Arc<Mutex<Vec<(String, Canned)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeVault {
+    pub fn start(upstream: &str) -> FakeVault {
+        let rules: Arc<Mutex<Vec<(String, Canned)>>> = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, upstream) = (rules.clone(), upstream.to_owned());
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let port = accept_loop(stop.clone(), move |mut c| loop {
+            let head = String::from_utf8_lossy(&read_head(&mut c)).into_owned();
+            let mut words = head.split(' ');
+            let (Some(method), Some(path)) = (words.next().map(str::to_owned), words.next().map(str::to_owned)) else {
+                return;
+            };
+            let header = |name: &str| {
+                head.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                })
+            };
+            let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let mut body = vec![0u8; len];
+            if c.read_exact(&mut body).is_err() {
+                return;
+            }
+            let canned = r
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(frag, _)| path.contains(frag.as_str()))
+                .map(|(_, a)| a.clone());
+            let ok = match canned {
+                Some(Canned::Body(status, text)) => c
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                            text.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .is_ok(),
+                Some(Canned::Huge(n)) => {
+                    let _ = c.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n").as_bytes());
+                    let chunk = vec![b' '; 64 * 1024];
+                    let mut left = n;
+                    while left > 0 {
+                        let k = left.min(chunk.len());
+                        if c.write_all(&chunk[..k]).is_err() {
+                            break;
+                        }
+                        left -= k;
+                    }
+                    false
+                }
+                Some(Canned::Drip { len, every }) => {
+                    let _ = c.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n").as_bytes());
+                    for _ in 0..len {
+                        if c.write_all(b" ").is_err() {
+                            break;
+                        }
+                        std::thread::sleep(every);
+                    }
+                    false
+                }
+                Some(Canned::Redirect(to)) => c
+                    .write_all(
+                        format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {to}{path}\r\ncontent-length: 0\r\n\r\n")
+                            .as_bytes(),
+                    )
+                    .is_ok(),
+                None => {
+                    let url = format!("{upstream}{path}");
+                    let mut req = ureq::http::Request::builder().method(method.as_str()).uri(&url);
+                    for h in ["x-vault-token", "x-vault-namespace", "content-type", "x-vault-request"] {
+                        if let Some(v) = header(h) {
+                            req = req.header(h, v);
+                        }
+                    }
+                    let resp = req.body(body).ok().and_then(|r| agent.run(r).ok());
+                    match resp {
+                        Some(mut resp) => {
+                            let status = resp.status().as_u16();
+                            let text = resp.body_mut().read_to_string().unwrap_or_default();
+                            c.write_all(
+                                format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}", text.len())
+                                    .as_bytes(),
+                            )
+                            .is_ok()
+                        }
+                        None => false,
+                    }
+                }
+            };
+            if !ok {
+                let _ = c.shutdown(Shutdown::Both);
+                return;
+            }
+        });
+        FakeVault {
+            addr: format!("http://127.0.0.1:{port}"),
+            rules,
+            stop,
+        }
+    }
+
+    /// Answers requests whose path contains `fragment` with `canned` (the
+    /// latest rule for a fragment replaces an earlier one).
+    pub fn answer(&self, fragment: &str, canned: Canned) {
+        let mut r = self.rules.lock().unwrap();
+        r.retain(|(f, _)| f != fragment);
+        r.push((fragment.to_owned(), canned));
+    }
+
+    /// Forwards everything again.
+    pub fn clear(&self) {
+        self.rules.lock().unwrap().clear();
+    }
+}
+
+impl Drop for FakeVault {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -22,7 +22,7 @@ pub use bao::{Bao, PLUGIN_POLICY};
 pub use cluster::{Cluster, ClusterOpts};
 pub use credentials::*;
 pub use jwt::{now, JwtSigner};
-pub use listeners::{ConnectProxy, Recorder, Redirector};
+pub use listeners::{Canned, ConnectProxy, FakeVault, Recorder, Redirector};
 pub use load::{BlackHole, Figures, Load, Outcome};
 pub(crate) use pki::openssl;
 pub use pki::{Pki, CLIENT_CN};
