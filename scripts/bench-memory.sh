@@ -13,14 +13,7 @@ ensure_bao
 n="${1:-20000}"
 conc="${2:-256}"
 
-work="$(mktemp -d /tmp/trousseau-bench-mem.XXXXXX)"
-bao_pid=""
-plugin_pid=""
-cleanup() {
-    for p in $plugin_pid $bao_pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir bench-mem
 
 bao="$(find_bao)"
 port="$(free_port)"
@@ -34,13 +27,7 @@ VAULT_ADDR="$BAO_ADDR" "$bao" status >/dev/null || { cat "$work/bao.log"; exit 1
 VAULT_ADDR="$BAO_ADDR" "$bao" secrets enable transit >/dev/null
 VAULT_ADDR="$BAO_ADDR" "$bao" write -f transit/keys/kube >/dev/null
 
-if [ -n "${BIN:-}" ]; then
-    cargo build --locked --release --example bench
-    plugin="$BIN"
-else
-    cargo build --locked --release --bin trousseau --example bench
-    plugin=target/release/trousseau
-fi
+bench_build
 echo "==> plugin: $plugin ($(stat -c %s "$plugin") bytes), OpenBao over TLS at $BAO_ADDR"
 # In-flight cap above the burst, so every round trip is served (a client
 # thread may send its next call before the last one's permit is released).

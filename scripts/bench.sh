@@ -12,24 +12,11 @@ ensure_build_deps
 ensure_bao
 n="${1:-2000}"
 
-work="$(mktemp -d /tmp/trousseau-bench.XXXXXX)"
-bao_pid=""
-plugin_pid=""
-cleanup() {
-    for p in $plugin_pid $bao_pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir bench
 
 start_dev_openbao "$work" bench-root
 
-if [ -n "${BIN:-}" ]; then
-    cargo build --locked --release --example bench
-    plugin="$BIN"
-else
-    cargo build --locked --release --bin trousseau --example bench
-    plugin=target/release/trousseau
-fi
+bench_build
 echo "==> plugin: $plugin ($(stat -c %s "$plugin") bytes)"
 RUST_LOG=warn VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$BAO_TOKEN" \
     "$plugin" serve --socket "$work/kms.sock" --transit-key kube --http-addr "" >"$work/plugin.log" 2>&1 &

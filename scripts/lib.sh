@@ -116,3 +116,29 @@ wait_for_socket() {
     cat "$2"
     return 1
 }
+
+# For the benchmarks: a temporary directory in $work, and at exit the
+# servers they started ($plugin_pid, $bao_pid) stopped by pid and the
+# directory removed. usage: bench_workdir NAME
+bench_workdir() {
+    work="$(mktemp -d "/tmp/trousseau-$1.XXXXXX")"
+    bao_pid=""
+    plugin_pid=""
+    trap bench_cleanup EXIT
+}
+bench_cleanup() {
+    for p in ${plugin_pid:-} ${bao_pid:-}; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+
+# For the benchmarks: builds the bench client and, unless BIN names another
+# plugin binary, the release plugin; sets $plugin to the one to measure.
+bench_build() {
+    if [ -n "${BIN:-}" ]; then
+        cargo build --locked --release --example bench
+        plugin="$BIN"
+    else
+        cargo build --locked --release --bin trousseau --example bench
+        plugin=target/release/trousseau
+    fi
+}

@@ -5,6 +5,16 @@
 use crate::harness::*;
 use std::time::Duration;
 
+/// The plugin's `/metrics` text.
+fn metrics_of(p: &Plugin) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let url = format!("{}/metrics", p.http);
+    agent.get(&url).call().unwrap().body_mut().read_to_string().unwrap()
+}
+
 /// The proxy variables HTTP clients commonly honour, both spellings.
 const PROXY_VARS: &[&str] = &[
     "HTTPS_PROXY",
@@ -125,12 +135,7 @@ fn ip_literal_nodes_need_no_lookup_thread() {
     for _ in 0..50 {
         round_trip_v2(&c);
     }
-    let url = format!("{}/metrics", p.http);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let text = agent.get(&url).call().unwrap().body_mut().read_to_string().unwrap();
+    let text = metrics_of(&p);
     assert!(text.contains("trousseau_vault_dns_lookups_total 0\n"), "{text}");
 }
 
@@ -337,17 +342,7 @@ fn a_malformed_protobuf_is_counted_and_logged() {
     let (code, msg) = rpc_err(r);
     assert_ne!(code, grpcio::RpcStatusCode::DEADLINE_EXCEEDED, "{msg}");
     round_trip_v2(&p.client());
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let text = agent
-        .get(&format!("{}/metrics", p.http))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let text = metrics_of(&p);
     assert!(
         text.contains(r#"trousseau_kms_requests_total{api="v2",operation="encrypt",outcome="malformed"} 1"#),
         "{text}"
