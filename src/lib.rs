@@ -23,6 +23,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
+pub mod permits;
 pub mod proto;
 pub mod secret;
 pub mod session;

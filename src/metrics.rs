@@ -179,6 +179,12 @@ impl Metrics {
         }
     }
 
+    /// DNS lookup threads started so far (for the resolver's tests).
+    #[cfg(test)]
+    pub fn dns_lookups(&self) -> u64 {
+        self.dns_lookups.get()
+    }
+
     /// One DNS lookup thread started for a Vault node's name.
     pub fn dns_lookup(&self) {
         self.dns_lookups.inc();

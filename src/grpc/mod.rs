@@ -8,7 +8,6 @@ mod v1;
 mod v2;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -25,53 +24,7 @@ pub use v2::API_VERSION as V2_API_VERSION;
 
 /// The cap on requests handled at once (`--max-in-flight`) and their
 /// count, which `/metrics` also reads.
-#[derive(Clone)]
-pub struct InFlight(Arc<Counter>);
-
-struct Counter {
-    now: AtomicUsize,
-    max: usize,
-}
-
-/// One slot of the in-flight cap, released on drop (also on panic).
-struct Permit(InFlight);
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.0 .0.now.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl InFlight {
-    pub fn new(max: usize) -> InFlight {
-        InFlight(Arc::new(Counter {
-            now: AtomicUsize::new(0),
-            max,
-        }))
-    }
-
-    /// Requests being handled right now.
-    pub fn count(&self) -> usize {
-        self.0.now.load(Ordering::Acquire)
-    }
-
-    fn try_acquire(&self) -> Option<Permit> {
-        let c = &self.0;
-        let mut cur = c.now.load(Ordering::Acquire);
-        loop {
-            if cur >= c.max {
-                return None;
-            }
-            match c
-                .now
-                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return Some(Permit(self.clone())),
-                Err(now) => cur = now,
-            }
-        }
-    }
-}
+pub type InFlight = crate::permits::Permits;
 
 /// What every handler shares: the core and the in-flight cap.
 #[derive(Clone)]
@@ -168,7 +121,7 @@ fn dispatch<Resp, F>(
         return refuse(KmsError::DeadlineExceeded, sink);
     }
     let Some(permit) = shared.in_flight.try_acquire() else {
-        return refuse(KmsError::Overloaded(shared.in_flight.0.max), sink);
+        return refuse(KmsError::Overloaded(shared.in_flight.max()), sink);
     };
     let kms = shared.kms.clone();
     let uid2 = uid.clone();

@@ -17,7 +17,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::kms::{Gauges, StatusReport};
@@ -47,7 +46,7 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 
 /// Serves the endpoints on a background thread for the process's life.
 pub fn spawn(listener: TcpListener, shared: View, socket: PathBuf) -> std::io::Result<()> {
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots = crate::permits::Permits::new(HTTP_MAX_CONNECTIONS);
     let socket = Arc::new(socket);
     std::thread::Builder::new().name("http-accept".into()).spawn(move || {
         let mut backoff = HTTP_ACCEPT_BACKOFF_MIN;
@@ -64,21 +63,19 @@ pub fn spawn(listener: TcpListener, shared: View, socket: PathBuf) -> std::io::R
                     continue;
                 }
             };
-            if active.fetch_add(1, Ordering::AcqRel) >= HTTP_MAX_CONNECTIONS {
-                active.fetch_sub(1, Ordering::AcqRel);
+            let Some(slot) = slots.try_acquire() else {
                 continue; // dropped: closed without an answer
-            }
-            let (active2, shared2, socket2) = (active.clone(), shared.clone(), socket.clone());
-            let spawned = std::thread::Builder::new()
+            };
+            let (shared2, socket2) = (shared.clone(), socket.clone());
+            // The slot goes with the thread; if it cannot start, the
+            // closure is dropped and the slot with it.
+            let _ = std::thread::Builder::new()
                 .name("http-conn".into())
                 .stack_size(WORKER_STACK)
                 .spawn(move || {
+                    let _slot = slot;
                     handle(stream, &shared2, &socket2);
-                    active2.fetch_sub(1, Ordering::AcqRel);
                 });
-            if spawned.is_err() {
-                active.fetch_sub(1, Ordering::AcqRel);
-            }
         }
     })?;
     Ok(())
@@ -99,7 +96,7 @@ fn text(code: u16, body: String) -> Answer {
 }
 
 fn handle(mut stream: TcpStream, shared: &View, socket: &std::path::Path) {
-    let _ = stream.set_read_timeout(Some(HTTP_IO_TIMEOUT));
+    // read_head bounds each read by what is left of HTTP_HEAD_TIMEOUT.
     let _ = stream.set_write_timeout(Some(HTTP_IO_TIMEOUT));
     let (method, answer) = match read_head(&mut stream) {
         Ok(RequestLine { method, path }) => {

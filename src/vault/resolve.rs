@@ -9,8 +9,7 @@
 //! that cap a call uses the last answer it has, or fails at once.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex, PoisonError};
+use std::sync::{mpsc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use ureq::http::Uri;
@@ -18,20 +17,15 @@ use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
 use crate::limits::{VAULT_DNS_CACHE_TTL, VAULT_DNS_MAX_LOOKUPS, VAULT_DNS_STACK};
+use crate::permits::Permits;
 
 /// Addresses ureq keeps per resolution (`ResolvedSocketAddrs` holds 16).
 const MAX_ADDRS: usize = 16;
 
-/// Lookup threads running now, in the whole process.
-static LOOKUPS_RUNNING: AtomicUsize = AtomicUsize::new(0);
-/// Lookup threads ever started (the tests read it; `/metrics` counts them
-/// too).
-static LOOKUPS_STARTED: AtomicU64 = AtomicU64::new(0);
-
-/// How many lookup threads have been started since the process began.
-#[cfg(test)]
-fn lookups_started() -> u64 {
-    LOOKUPS_STARTED.load(Ordering::Relaxed)
+/// Lookup threads running now, in the whole process, capped.
+fn lookup_slots() -> &'static Permits {
+    static SLOTS: OnceLock<Permits> = OnceLock::new();
+    SLOTS.get_or_init(|| Permits::new(VAULT_DNS_MAX_LOOKUPS))
 }
 
 /// One node's resolver. With `pinned`, every URL resolves to that address
@@ -48,30 +42,6 @@ struct Cached {
     host_port: String,
     addrs: Vec<SocketAddr>,
     until: Instant,
-}
-
-/// The slot of one lookup thread, given back on drop.
-struct Slot;
-
-impl Slot {
-    fn take() -> Option<Slot> {
-        let mut cur = LOOKUPS_RUNNING.load(Ordering::Acquire);
-        loop {
-            if cur >= VAULT_DNS_MAX_LOOKUPS {
-                return None;
-            }
-            match LOOKUPS_RUNNING.compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(Slot),
-                Err(now) => cur = now,
-            }
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        LOOKUPS_RUNNING.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl NodeResolver {
@@ -109,7 +79,7 @@ impl NodeResolver {
                 None => None,
             }
         };
-        let Some(slot) = Slot::take() else {
+        let Some(slot) = lookup_slots().try_acquire() else {
             log::debug!(
                 "vault: {VAULT_DNS_MAX_LOOKUPS} DNS lookups already running; not starting another for {host_port}"
             );
@@ -117,7 +87,6 @@ impl NodeResolver {
         };
         let (tx, rx) = mpsc::sync_channel(1);
         let name = host_port.to_owned();
-        LOOKUPS_STARTED.fetch_add(1, Ordering::Relaxed);
         crate::metrics::metrics().dns_lookup();
         let spawned = std::thread::Builder::new()
             .name("vault-dns".into())
@@ -179,6 +148,10 @@ impl Resolver for NodeResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lookups_started() -> u64 {
+        crate::metrics::metrics().dns_lookups()
+    }
 
     fn resolve(r: &NodeResolver, url: &str) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let uri: Uri = url.parse().unwrap();
