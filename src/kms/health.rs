@@ -104,9 +104,8 @@ impl Kms {
         // Clears `probing` and wakes the waiters if the check panics, so
         // Status never keeps its last answer ("ok" included) for good.
         let guard = CheckGuard { kms: self };
-
         let outcome = self.check_round_trip();
-        std::mem::forget(guard);
+        drop(guard);
 
         let mut st = lock(&self.check);
         let now = Instant::now();
@@ -203,13 +202,17 @@ fn stale_instant() -> Instant {
         .unwrap_or(now)
 }
 
-/// Armed while a health check runs; only a panic lets it drop.
+/// Held while a health check runs. Does nothing when dropped normally
+/// (the code that set the flag clears it); on a panic it resets the state.
 struct CheckGuard<'a> {
     kms: &'a Kms,
 }
 
 impl Drop for CheckGuard<'_> {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
         crate::metrics::metrics().panicked("health_check");
         let mut st = lock(&self.kms.check);
         st.probing = false;

@@ -58,12 +58,21 @@ fn code_of(text: &str) -> String {
 fn module_graph(files: &BTreeMap<PathBuf, String>) -> BTreeMap<String, BTreeMap<String, BTreeSet<PathBuf>>> {
     let modules: BTreeSet<String> = files.keys().map(|p| module_of(p)).collect();
     let mut graph: BTreeMap<String, BTreeMap<String, BTreeSet<PathBuf>>> = BTreeMap::new();
+    let name = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
     for (rel, text) in files {
         let from = module_of(rel);
         let code = code_of(text);
-        for (i, _) in code.match_indices("crate::") {
-            let rest = &code[i + "crate::".len()..];
-            let to: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        // `crate::a::...`, and each of `use crate::{a, b::c}`.
+        let mut named: Vec<String> = code.split("crate::").skip(1).map(name).collect();
+        for group in code.split("crate::{").skip(1) {
+            named.extend(group.split('}').next().unwrap_or("").split(',').map(name));
+        }
+        for to in named {
             if to != from && modules.contains(&to) {
                 graph
                     .entry(from.clone())
@@ -71,26 +80,6 @@ fn module_graph(files: &BTreeMap<PathBuf, String>) -> BTreeMap<String, BTreeMap<
                     .entry(to)
                     .or_default()
                     .insert(rel.clone());
-            }
-        }
-        // `use crate::{a, b::c}` names several at once.
-        for (i, _) in code.match_indices("crate::{") {
-            let rest = &code[i + "crate::{".len()..];
-            let group = rest.split('}').next().unwrap_or("");
-            for item in group.split(',') {
-                let to: String = item
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if to != from && modules.contains(&to) {
-                    graph
-                        .entry(from.clone())
-                        .or_default()
-                        .entry(to)
-                        .or_default()
-                        .insert(rel.clone());
-                }
             }
         }
     }
