@@ -175,6 +175,13 @@ fn run_inner(args: Vec<OsString>) -> Result<(), Failure> {
                 env: &env,
             })
             .map_err(|e| Failure::Usage(e.to_string()))?;
+            // Read once into the config; gone from /proc/<pid>/environ from
+            // here on (before any thread starts).
+            if let crate::environ::Scrubbed::UnsetOnly(why) = crate::environ::scrub("VAULT_TOKEN") {
+                log::warn!(
+                    "VAULT_TOKEN was unset but stays readable in /proc/self/environ ({why}); prefer --vault-token-file"
+                );
+            }
             if cmd == "check" {
                 return crate::tools::check::run(&cfg).map_err(Failure::Runtime);
             }

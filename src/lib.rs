@@ -14,9 +14,11 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
+pub mod caller;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod environ;
 pub mod grpc;
 pub mod kms;
 pub mod limits;

@@ -86,9 +86,19 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
 /// and a dead node must fail fast enough to try the next one in time.
 pub const VAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// Idle keep-alive connections kept per node. Matches the default in-flight
-/// cap so a burst does not open and close connections.
-pub const VAULT_MAX_IDLE_CONNECTIONS: usize = 256;
+/// Calls sent to one Vault node at once, each on its own connection;
+/// further calls wait for a free one within their budget. Each connection
+/// costs its TLS state and two [`VAULT_IO_BUFFER`]s (about 60 KiB), so 256
+/// of them under a 256-wide burst would take the plugin past the static
+/// pod's memory target on connections alone. 32 keep a Vault node's cores
+/// busy (a loopback OpenBao on 2 cores served as many round trips a second
+/// at 16 concurrent calls as at 256: docs/performance.md), and a
+/// control plane's apiserver, which caches DEKs, sends a few calls a second.
+pub const VAULT_MAX_CONNECTIONS: usize = 32;
+
+/// Idle keep-alive connections kept per node: all of them, so a burst
+/// reuses its connections instead of opening and closing them.
+pub const VAULT_MAX_IDLE_CONNECTIONS: usize = VAULT_MAX_CONNECTIONS;
 
 /// How long an idle connection is reused; Vault's own idle timeout is 5 min.
 pub const VAULT_MAX_IDLE_AGE: Duration = Duration::from_secs(60);
@@ -182,6 +192,13 @@ pub const LOG_REPEAT_WINDOW: Duration = Duration::from_secs(10);
 /// milliseconds) with room for load; the reserve never exceeds half the
 /// budget.
 pub const VAULT_FAILOVER_RESERVE: Duration = Duration::from_millis(250);
+
+/// While a request's Vault answer is awaited, how often the client asks
+/// whether the caller (the apiserver) is still waiting (`caller`): the
+/// work for a request ends at most this long after its gRPC deadline. A
+/// transit call on a LAN takes a few ms, so a waiting thread wakes at most
+/// 20 times a second, and only while Vault is slow to answer.
+pub const CALLER_POLL: Duration = Duration::from_millis(50);
 
 /// Below this much time left, another node is not tried: no Vault call
 /// completes in less (a loopback transit call takes about 0.5 ms, a LAN

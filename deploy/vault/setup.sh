@@ -20,7 +20,8 @@ Sets up Vault/OpenBao for trousseau (safe to run again):
   1. enables the transit engine at --transit-mount (if missing)
   2. creates transit key --key of --key-type (if missing; never rotated or replaced)
   3. writes policy --policy: "update" on <mount>/encrypt/<key> and
-     <mount>/decrypt/<key> (and <mount>/decrypt/<old> per --decrypt-key), nothing else
+     <mount>/decrypt/<key> (and <mount>/decrypt/<old> per --decrypt-key), "read"
+     on <mount>/keys/<key> (metadata: version creation times), nothing else
   4. enables AppRole at --approle-mount (if missing)
   5. writes role --role with that policy, token_ttl, token_max_ttl, secret_id_ttl
   6. writes <out>/role-id and <out>/secret-id (mode 0600); an existing secret-id
@@ -166,18 +167,19 @@ else
     step "transit key $transit_mount/keys/$key exists ($t, version $(v read -field=latest_version "$transit_mount/keys/$key")); left as it is"
 fi
 
-# 3. policy: update on encrypt/decrypt of the key, nothing else. Same text as
-# deploy/vault/policy.hcl for the defaults.
+# 3. policy: update on encrypt/decrypt of the key, read of its metadata,
+# nothing else. Same text as deploy/vault/policy.hcl for the defaults.
 policy_hcl() {
     printf 'path "%s/encrypt/%s" {\n  capabilities = ["update"]\n}\n' "$transit_mount" "$key"
     printf 'path "%s/decrypt/%s" {\n  capabilities = ["update"]\n}\n' "$transit_mount" "$key"
+    printf 'path "%s/keys/%s" {\n  capabilities = ["read"]\n}\n' "$transit_mount" "$key"
     local k
     for k in ${decrypt_keys[@]+"${decrypt_keys[@]}"}; do
         printf 'path "%s/decrypt/%s" {\n  capabilities = ["update"]\n}\n' "$transit_mount" "$k"
     done
 }
 policy_hcl | v policy write "$policy" - >/dev/null
-step "wrote policy $policy (update on $transit_mount/encrypt/$key and $transit_mount/decrypt/$key${decrypt_keys[*]+ plus decrypt of ${decrypt_keys[*]}})"
+step "wrote policy $policy (update on $transit_mount/encrypt/$key and $transit_mount/decrypt/$key${decrypt_keys[*]+ plus decrypt of ${decrypt_keys[*]}}, read on $transit_mount/keys/$key)"
 
 # 4. AppRole
 t="$(mount_type "sys/auth/$approle_mount")"

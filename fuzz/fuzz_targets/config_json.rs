@@ -113,6 +113,7 @@ fn check_config(cfg: &Config, flags: &BTreeMap<String, String>) {
                 key: key.clone(),
             },
             version: 9_999_999_999_999_999_999,
+            created: Some(9_999_999_999_999_999_999),
         };
         assert_eq!(wire::parse_key_id(&kv.key_id()).as_ref(), Ok(&kv));
         let framed = wire::v1_cipher(&kv.name, &ct);

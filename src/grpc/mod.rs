@@ -125,6 +125,7 @@ fn dispatch<Resp, F>(
     };
     let kms = shared.kms.clone();
     let uid2 = uid.clone();
+    let deadline = ctx.deadline();
     let spawned = std::thread::Builder::new()
         .name(format!("kms-{op}"))
         .stack_size(WORKER_STACK)
@@ -132,7 +133,10 @@ fn dispatch<Resp, F>(
             let _permit = permit;
             // A panic (a bug) fails only this request, with INTERNAL, and
             // is counted; the permit is released either way.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&kms))).unwrap_or_else(|_| {
+            // The work ends once the apiserver's deadline has passed
+            // (`caller`), or at --vault-timeout, whichever comes first.
+            let serve = || crate::caller::serve(move || deadline.exceeded(), || work(&kms));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(serve)).unwrap_or_else(|_| {
                 crate::metrics::metrics().panicked("request");
                 Err(KmsError::Internal(
                     "the plugin failed unexpectedly on this request (a bug: see the log)".into(),

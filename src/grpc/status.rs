@@ -17,6 +17,7 @@ pub fn to_rpc_status(e: &KmsError) -> RpcStatus {
             VaultErrorClass::NotFound => RpcStatusCode::FAILED_PRECONDITION,
             VaultErrorClass::Rejected => RpcStatusCode::INVALID_ARGUMENT,
             VaultErrorClass::Internal => RpcStatusCode::INTERNAL,
+            VaultErrorClass::Abandoned => RpcStatusCode::DEADLINE_EXCEEDED,
         },
         KmsError::Overloaded(_) => RpcStatusCode::RESOURCE_EXHAUSTED,
         KmsError::DeadlineExceeded => RpcStatusCode::DEADLINE_EXCEEDED,

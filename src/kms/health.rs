@@ -7,7 +7,7 @@ use std::sync::{MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::Kms;
-use crate::limits::{FAILING_CHECK_TTL, HEALTHY_CHECK_TTL, HEALTH_CHECK_PLAINTEXT};
+use crate::limits::{CALLER_POLL, FAILING_CHECK_TTL, HEALTHY_CHECK_TTL, HEALTH_CHECK_PLAINTEXT};
 use crate::wire::{KeyName, KeyVersion};
 
 /// What the last health check found.
@@ -78,33 +78,39 @@ impl Kms {
     /// Health and current key id, from a health check at most
     /// [`HEALTHY_CHECK_TTL`] old (or [`FAILING_CHECK_TTL`] when failing).
     /// Concurrent callers share one check: a burst of Status calls costs
-    /// Vault at most one check (an encrypt and a decrypt).
+    /// Vault at most one check (an encrypt, a decrypt and a read of the
+    /// key's metadata).
     pub fn status(&self) -> StatusReport {
         let mut st = lock(&self.check);
+        let mut wait_until = None;
         loop {
             if fresh(&st.health) {
-                return report(&self.key, &st.health);
+                return self.report(&st.health);
             }
             if !st.probing {
                 break;
             }
-            // Another thread is probing; wait for it, bounded by its budget.
-            let wait = self.timeout + Duration::from_millis(200);
-            let (g, res) = self
-                .check_done
-                .wait_timeout(st, wait)
-                .unwrap_or_else(PoisonError::into_inner);
-            st = g;
-            if res.timed_out() {
-                return report(&self.key, &st.health);
+            // Another thread is probing; wait for it, bounded by its budget
+            // and by this caller's deadline (asked every CALLER_POLL).
+            let until = *wait_until.get_or_insert_with(|| Instant::now() + self.timeout + Duration::from_millis(200));
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || crate::caller::gone() {
+                return self.report(&st.health);
             }
+            st = self
+                .check_done
+                .wait_timeout(st, left.min(CALLER_POLL))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         st.probing = true;
         drop(st);
         // Clears `probing` and wakes the waiters if the check panics, so
         // Status never keeps its last answer ("ok" included) for good.
         let guard = CheckGuard { kms: self };
-        let outcome = self.check_round_trip();
+        // Shared by every Status caller waiting on it: the first one
+        // leaving must not cut it short.
+        let outcome = crate::caller::detached(|| self.check_round_trip());
         drop(guard);
 
         let mut st = lock(&self.check);
@@ -138,7 +144,7 @@ impl Kms {
             }
         };
         st.probing = false;
-        let r = report(&self.key, &st.health);
+        let r = self.report(&st.health);
         drop(st);
         self.check_done.notify_all();
         r
@@ -160,6 +166,8 @@ impl Kms {
         if pt != HEALTH_CHECK_PLAINTEXT {
             return Err("vault transit round trip returned different bytes".into());
         }
+        // Also the moment a re-created key is noticed (`incarnation`).
+        self.read_times(deadline);
         Ok(ct.version())
     }
 
@@ -244,11 +252,19 @@ fn known_version(h: &Health) -> Option<u64> {
     }
 }
 
-fn report(key: &KeyName, h: &Health) -> StatusReport {
+impl Kms {
+    /// What Status, `/readyz` and the metrics say of `h`.
+    fn report(&self, h: &Health) -> StatusReport {
+        report(&self.key, h, |v| self.known_created(v))
+    }
+}
+
+fn report(key: &KeyName, h: &Health, created: impl Fn(u64) -> Option<u64>) -> StatusReport {
     let key_id = known_version(h).map(|version| {
         KeyVersion {
             name: key.clone(),
             version,
+            created: created(version),
         }
         .key_id()
     });
@@ -338,10 +354,10 @@ mod tests {
             at: Instant::now(),
             version: 2,
         };
-        assert!(report(&kms.key, &lock(&kms.check).health).healthy.is_ok());
+        assert!(kms.report(&lock(&kms.check).health).healthy.is_ok());
         let e = kms.encrypt(b"0123456789abcdef", 32).unwrap_err();
         assert_eq!(e.class(), "vault_unavailable", "{e}");
-        assert!(report(&kms.key, &lock(&kms.check).health).healthy.is_err());
+        assert!(kms.report(&lock(&kms.check).health).healthy.is_err());
         assert!(!kms.gauges().ready);
         assert!(!fresh(&lock(&kms.check).health), "the next Status must check");
     }
@@ -352,7 +368,8 @@ mod tests {
             mount: "transit".into(),
             key: "k".into(),
         };
-        let r = report(&key, &Health::Unknown);
+        let none = |_| None;
+        let r = report(&key, &Health::Unknown, none);
         assert!(r.healthy.is_err() && r.key_id.is_none());
         let r = report(
             &key,
@@ -360,6 +377,7 @@ mod tests {
                 at: Instant::now(),
                 version: 4,
             },
+            none,
         );
         assert_eq!(
             r,
@@ -368,6 +386,16 @@ mod tests {
                 key_id: Some("vault-transit:transit/k:v4".into())
             }
         );
+        // With the version's creation time known, the key id carries it.
+        let r = report(
+            &key,
+            &Health::Ok {
+                at: Instant::now(),
+                version: 4,
+            },
+            |v| (v == 4).then_some(1_796_235_632),
+        );
+        assert_eq!(r.key_id.as_deref(), Some("vault-transit:transit/k:v4@1796235632"));
         let r = report(
             &key,
             &Health::Failing {
@@ -376,6 +404,7 @@ mod tests {
                 cause: "down".into(),
                 last_version: Some(4),
             },
+            none,
         );
         assert!(r.healthy.unwrap_err().contains("down"));
         assert_eq!(r.key_id.as_deref(), Some("vault-transit:transit/k:v4"));

@@ -5,6 +5,7 @@
 
 mod error;
 mod health;
+mod incarnation;
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ pub struct Kms {
     timeout: Duration,
     check: Mutex<CheckState>,
     check_done: Condvar,
+    /// The primary key's version creation times, for key ids.
+    times: Mutex<incarnation::Times>,
 }
 
 /// What an Encrypt produced: Vault's ciphertext and the key version that
@@ -59,6 +62,7 @@ impl Kms {
                 probing: false,
             }),
             check_done: Condvar::new(),
+            times: Mutex::default(),
         }
     }
 
@@ -110,6 +114,7 @@ impl Kms {
         let kv = KeyVersion {
             name: self.key.clone(),
             version: ct.version(),
+            created: self.created(ct.version(), deadline),
         };
         self.saw_version(kv.version);
         Ok(Encrypted {

@@ -236,7 +236,9 @@ impl Session {
                 let token = st.ticket.token.clone();
                 drop(st);
                 let _guard = LoginGuard(self);
-                match self.client.lookup_self(&token, deadline) {
+                // One login for every waiting caller: not cut short when
+                // the one that started it leaves.
+                crate::caller::detached(|| match self.client.lookup_self(&token, deadline) {
                     Err(e) if e.class() == VaultErrorClass::Denied => {
                         log::info!("vault: the token was refused and fails lookup-self; logging in again");
                         self.finish_login(deadline).ok()
@@ -252,7 +254,7 @@ impl Session {
                         self.changed.notify_all();
                         None
                     }
-                }
+                })
             }
         }
     }

@@ -32,9 +32,6 @@ impl Report {
     fn ok(&mut self, step: &str, detail: impl AsRef<str>) {
         println!("ok    {step:<12} {}", detail.as_ref());
     }
-    fn skip(&mut self, step: &str, detail: impl AsRef<str>) {
-        println!("skip  {step:<12} {}", detail.as_ref());
-    }
     fn warn(&mut self, step: &str, detail: impl AsRef<str>) {
         println!("warn  {step:<12} {}", detail.as_ref());
     }
@@ -138,10 +135,10 @@ pub fn run(cfg: &Config) -> Result<(), String> {
                 );
             }
         }
-        Err(e) if e.class() == VaultErrorClass::Denied => r.skip(
+        Err(e) if e.class() == VaultErrorClass::Denied => r.warn(
             "key",
             format!(
-                "cannot read {}/keys/{} (the plugin does not need read; encrypt below shows whether the key exists)",
+                "cannot read {}/keys/{}: key ids will carry no creation time, so a key deleted and created again under this name would repeat them; grant \"read\" on that path (deploy/vault/policy.hcl). Encrypt below shows whether the key exists",
                 key.mount, key.key
             ),
         ),

@@ -31,6 +31,9 @@ pub enum VaultError {
     Garbled { addr: String, path: String },
     /// A credential file could not be used for a login (no call was made).
     Credentials(String),
+    /// The caller's (gRPC) deadline passed before an answer: the call was
+    /// given up, with nothing learned about the node.
+    Abandoned { addr: String },
 }
 
 /// The kind of failure, for mapping to gRPC codes and for log lines.
@@ -46,6 +49,8 @@ pub enum VaultErrorClass {
     Rejected,
     /// Anything else: a Vault or plugin bug.
     Internal,
+    /// The caller gave up first; says nothing about Vault's health.
+    Abandoned,
 }
 
 impl VaultErrorClass {
@@ -57,6 +62,7 @@ impl VaultErrorClass {
             VaultErrorClass::NotFound => "vault_not_found",
             VaultErrorClass::Rejected => "vault_rejected",
             VaultErrorClass::Internal => "vault_internal",
+            VaultErrorClass::Abandoned => "deadline",
         }
     }
 }
@@ -72,6 +78,7 @@ impl VaultError {
             VaultError::BadResponse { .. } => VaultErrorClass::Internal,
             VaultError::Garbled { .. } => VaultErrorClass::Unavailable,
             VaultError::Credentials(_) => VaultErrorClass::Denied,
+            VaultError::Abandoned { .. } => VaultErrorClass::Abandoned,
             VaultError::Status { status, message, .. } => match *status {
                 401 | 403 => VaultErrorClass::Denied,
                 404 => VaultErrorClass::NotFound,
@@ -122,6 +129,10 @@ impl fmt::Display for VaultError {
                 write!(f, "vault at {addr} sent an unusable answer to {path}: {what}")
             }
             VaultError::Credentials(m) => write!(f, "cannot log in: {m}"),
+            VaultError::Abandoned { addr } => write!(
+                f,
+                "the caller's deadline passed before vault at {addr} answered; the call was given up"
+            ),
         }
     }
 }

@@ -9,8 +9,10 @@
 //!   and reading a bounded answer;
 //! - `error`: what a failure was and what to do about it;
 //! - `tls` and `settings`: how the agents are built and from what;
-//!   `resolve`: their name resolution (no thread per request).
+//!   `resolve`: their name resolution (no thread per request), `bounded`:
+//!   their waits cut short when the caller has gone.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use crate::secret::Secret;
 
+mod bounded;
 mod error;
 mod resolve;
 mod settings;
@@ -63,6 +66,9 @@ pub struct KeyInfo {
     pub min_decryption_version: u64,
     pub exportable: bool,
     pub deletion_allowed: bool,
+    /// When each version was created (Unix seconds), from `keys`: what
+    /// makes key ids unique per key incarnation.
+    pub created: BTreeMap<u64, u64>,
 }
 
 /// A blocking Vault client over one or more nodes. Cheap to clone and share

@@ -11,14 +11,17 @@ use std::sync::Arc;
 
 use ureq::http::Uri;
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
-use ureq::unversioned::transport::DefaultConnector;
+use ureq::unversioned::transport::{Connector, DefaultConnector};
 
+use super::bounded::CallerBound;
 use super::resolve::NodeResolver;
 use ureq::Proxy;
 
 use super::transport::Node;
 use super::Settings;
-use crate::limits::{VAULT_CONNECT_TIMEOUT, VAULT_IO_BUFFER, VAULT_MAX_IDLE_AGE, VAULT_MAX_IDLE_CONNECTIONS};
+use crate::limits::{
+    VAULT_CONNECT_TIMEOUT, VAULT_IO_BUFFER, VAULT_MAX_CONNECTIONS, VAULT_MAX_IDLE_AGE, VAULT_MAX_IDLE_CONNECTIONS,
+};
 
 /// Trusted roots, client certificate and verification switch, once.
 pub fn tls_config(cfg: &Settings) -> Result<TlsConfig, String> {
@@ -94,11 +97,16 @@ pub fn node(cfg: &Settings, tls: &TlsConfig, proxy: Option<&Proxy>, addr: &str) 
         }
         _ => (addr.to_owned(), None),
     };
-    let agent = ureq::Agent::with_parts(agent_config, DefaultConnector::default(), NodeResolver::new(pinned));
+    let agent = ureq::Agent::with_parts(
+        agent_config,
+        DefaultConnector::default().chain(CallerBound),
+        NodeResolver::new(pinned),
+    );
     Ok(Node {
         addr: addr.to_owned(),
         base,
         agent,
+        slots: crate::permits::Permits::new(VAULT_MAX_CONNECTIONS),
     })
 }
 

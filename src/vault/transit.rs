@@ -80,8 +80,9 @@ impl VaultClient {
         Ok(TransitField { addr, path, value })
     }
 
-    /// `GET /v1/<mount>/keys/<key>`: the key's type and versions. Needs
-    /// `read` on that path, which the plugin itself never uses.
+    /// `GET /v1/<mount>/keys/<key>`: the key's type, versions and their
+    /// creation times (metadata only; no key material). Needs `read` on
+    /// that path, which the shipped policy grants.
     pub fn read_key(&self, token: &Secret, key: &KeyName, deadline: Instant) -> Result<KeyInfo, VaultError> {
         let path = format!("{}/keys/{}", key.mount, key.key);
         let c = Call {
@@ -101,6 +102,17 @@ impl VaultClient {
             min_decryption_version: num("min_decryption_version"),
             exportable: flag("exportable"),
             deletion_allowed: flag("deletion_allowed"),
+            // Symmetric keys map each version to its creation time in Unix
+            // seconds; other shapes (asymmetric keys' objects) are skipped.
+            created: section(&v, "data")
+                .and_then(|d| d.get("keys"))
+                .and_then(|k| k.as_object())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(ver, t)| Some((ver.parse().ok()?, t.as_u64().filter(|t| *t > 0)?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use super::error::{error_text, fails_over, transport_error};
 use super::{parse_addr, VaultClient, VaultError};
 use crate::limits::{
-    MAX_VAULT_RESPONSE, VAULT_FAILOVER_RESERVE, VAULT_MAX_LOCATION, VAULT_MIN_ATTEMPT, VAULT_ROUND_PAUSE,
+    CALLER_POLL, MAX_VAULT_RESPONSE, VAULT_FAILOVER_RESERVE, VAULT_MAX_LOCATION, VAULT_MIN_ATTEMPT, VAULT_ROUND_PAUSE,
 };
+use crate::permits::Permits;
 use crate::secret::Secret;
 
 /// The HTTP method of a call: transit, login and renewal write; lookups
@@ -41,6 +42,9 @@ pub(super) struct Node {
     /// one is set).
     pub base: String,
     pub agent: ureq::Agent,
+    /// At most [`VAULT_MAX_CONNECTIONS`](crate::limits::VAULT_MAX_CONNECTIONS)
+    /// calls to this node at once.
+    pub slots: Permits,
 }
 
 /// A 2xx answer to a call: the node that gave it (for messages about its
@@ -55,6 +59,7 @@ pub(super) struct Answer {
 /// full URL.
 struct RedirectTarget<'s> {
     agent: &'s ureq::Agent,
+    slots: &'s Permits,
     addr: String,
     url: String,
 }
@@ -89,6 +94,11 @@ impl VaultClient {
                 if left < VAULT_MIN_ATTEMPT && last.is_some() {
                     break;
                 }
+                if crate::caller::gone() {
+                    return Err(VaultError::Abandoned {
+                        addr: node.addr.clone(),
+                    });
+                }
                 match self.attempt(node, c, Instant::now() + attempt_budget(left, n, pass, i)) {
                     Ok(v) => {
                         if idx != first {
@@ -98,6 +108,13 @@ impl VaultClient {
                         return Ok(Answer {
                             addr: node.addr.clone(),
                             body: v,
+                        });
+                    }
+                    Err(_) if crate::caller::gone() => {
+                        // Cut short by the caller leaving (bounded::Bounded),
+                        // not the node's fault: no failover, no outage evidence.
+                        return Err(VaultError::Abandoned {
+                            addr: node.addr.clone(),
                         });
                     }
                     Err(e) if fails_over(&e) => {
@@ -123,7 +140,7 @@ impl VaultClient {
                     "vault: no node could serve {}; next pass in {VAULT_ROUND_PAUSE:?}",
                     c.op
                 );
-                std::thread::sleep(VAULT_ROUND_PAUSE);
+                pause(VAULT_ROUND_PAUSE);
             }
         }
         Err(last.unwrap_or_else(|| VaultError::Timeout {
@@ -140,7 +157,7 @@ impl VaultClient {
         deadline: Instant,
     ) -> Result<serde_json::Value, VaultError> {
         let url = format!("{}/v1/{}", node.base, c.path);
-        let location = match self.send(&node.agent, &node.addr, &url, c, deadline) {
+        let location = match self.send(&node.agent, &node.slots, &node.addr, &url, c, deadline) {
             Ok(v) => return Ok(v),
             Err(NotAnswered::Failed(e)) => return Err(e),
             Err(NotAnswered::Redirected { location }) => location,
@@ -156,7 +173,7 @@ impl VaultClient {
             .redirect_target(&location)
             .map_err(|why| redirect_refused(node.addr.clone(), &why))?;
         log::debug!("vault: {} redirected {} to {}", node.addr, c.op, to.addr);
-        match self.send(to.agent, &to.addr, &to.url, c, deadline) {
+        match self.send(to.agent, to.slots, &to.addr, &to.url, c, deadline) {
             Ok(v) => Ok(v),
             Err(NotAnswered::Failed(e)) => Err(e),
             Err(NotAnswered::Redirected { .. }) => Err(redirect_refused(to.addr, "redirected twice")),
@@ -179,16 +196,19 @@ impl VaultClient {
         })?;
         Ok(RedirectTarget {
             agent: &n.agent,
+            slots: &n.slots,
             addr: n.addr.clone(),
             url: format!("{}/v1/{path}", n.base),
         })
     }
 
-    /// One HTTP request within what is left of the deadline; records its
-    /// status and latency in the metrics.
+    /// One HTTP request within what is left of the deadline, on one of the
+    /// node's connection slots (waited for within the deadline); records
+    /// its status and latency in the metrics.
     fn send(
         &self,
         agent: &ureq::Agent,
+        slots: &Permits,
         addr: &str,
         url: &str,
         c: &Call<'_>,
@@ -201,6 +221,13 @@ impl VaultClient {
                 after: Duration::ZERO,
             }));
         }
+        let Some(_slot) = slots.acquire_until(deadline, CALLER_POLL, crate::caller::gone) else {
+            return Err(NotAnswered::Failed(VaultError::Timeout {
+                addr: addr.to_owned(),
+                after: budget,
+            }));
+        };
+        let budget = deadline.saturating_duration_since(Instant::now());
         let ns = self.inner.namespace.as_deref();
         let started = Instant::now();
         let sent = match c.method {
@@ -258,6 +285,19 @@ impl VaultClient {
                 path: c.path.to_owned(),
             })
         })
+    }
+}
+
+/// Sleeps `d`, or less once the caller has gone (the next attempt's check
+/// then ends the call).
+fn pause(d: Duration) {
+    let end = Instant::now() + d;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() || crate::caller::gone() {
+            return;
+        }
+        std::thread::sleep(left.min(CALLER_POLL));
     }
 }
 

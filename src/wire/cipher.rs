@@ -98,8 +98,8 @@ mod tests {
     use crate::wire::names::tests::name;
     use crate::wire::{parse_key_id, KeyVersion};
 
-    /// The longest names the parsers accept, and the largest version (19
-    /// digits).
+    /// The longest names the parsers accept, and the largest version and
+    /// creation time (19 digits each).
     fn longest() -> KeyVersion {
         KeyVersion {
             name: KeyName {
@@ -107,6 +107,7 @@ mod tests {
                 key: "k".repeat(crate::limits::MAX_KEY_NAME),
             },
             version: 9_999_999_999_999_999_999,
+            created: Some(9_999_999_999_999_999_999),
         }
     }
 
@@ -216,6 +217,7 @@ mod tests {
         let kid = KeyVersion {
             name: name(),
             version: 12,
+            created: Some(1_796_235_632),
         }
         .key_id();
         for i in 0..kid.len() {

@@ -1,6 +1,13 @@
-//! The KMS v2 key id: `vault-transit:<mount>/<key>:v<N>`. It parses only in
-//! the canonical form [`KeyVersion::key_id`] writes: whatever
-//! [`parse_key_id`] accepts, `key_id()` turns back into the same string.
+//! The KMS v2 key id: `vault-transit:<mount>/<key>:v<N>@<created>`, where
+//! `<created>` is the Unix time (seconds) at which Vault created version N
+//! of that key. The time makes key ids unique per key *incarnation*: a key
+//! deleted and created again under the same name starts again at v1, and
+//! without it its key ids would repeat, so the apiserver would go on using
+//! a seed encrypted under the dead key. Ids without `@<created>` (what
+//! earlier releases wrote, and what is sent when the key's metadata cannot
+//! be read) are still accepted. It parses only in the canonical form
+//! [`KeyVersion::key_id`] writes: whatever [`parse_key_id`] accepts,
+//! `key_id()` turns back into the same string.
 
 use super::names::{parse_key_path, KeyName};
 use super::{check_size, WireError};
@@ -13,11 +20,16 @@ pub const KEY_ID_PREFIX: &str = "vault-transit:";
 pub struct KeyVersion {
     pub name: KeyName,
     pub version: u64,
+    /// When Vault created this version (Unix seconds), if known.
+    pub created: Option<u64>,
 }
 
 impl KeyVersion {
     pub fn key_id(&self) -> String {
-        format!("{KEY_ID_PREFIX}{}:v{}", self.name, self.version)
+        match self.created {
+            Some(t) => format!("{KEY_ID_PREFIX}{}:v{}@{t}", self.name, self.version),
+            None => format!("{KEY_ID_PREFIX}{}:v{}", self.name, self.version),
+        }
     }
 }
 
@@ -30,10 +42,18 @@ pub fn parse_key_id(raw: &str) -> Result<KeyVersion, WireError> {
     let (name, ver) = rest
         .rsplit_once(":v")
         .ok_or_else(|| WireError::BadKeyId("no \":v<N>\" version suffix".into()))?;
+    let (ver, created) = match ver.split_once('@') {
+        Some((v, t)) => {
+            let t = parse_version(t)
+                .ok_or_else(|| WireError::BadKeyId("the creation time after '@' is not a positive number".into()))?;
+            (v, Some(t))
+        }
+        None => (ver, None),
+    };
     let version =
         parse_version(ver).ok_or_else(|| WireError::BadKeyId("the version is not a positive number".into()))?;
     let name = parse_key_path(name).ok_or_else(|| WireError::BadKeyId("no valid <mount>/<key> name".into()))?;
-    Ok(KeyVersion { name, version })
+    Ok(KeyVersion { name, version, created })
 }
 
 /// A key version: digits, no leading zero, at least 1, at most 19 digits.
@@ -54,9 +74,14 @@ mod tests {
         let kv = KeyVersion {
             name: name(),
             version: 42,
+            created: Some(1_796_235_632),
         };
-        assert_eq!(kv.key_id(), "vault-transit:kms/transit/kube-1.a:v42");
-        assert_eq!(parse_key_id(&kv.key_id()), Ok(kv));
+        assert_eq!(kv.key_id(), "vault-transit:kms/transit/kube-1.a:v42@1796235632");
+        assert_eq!(parse_key_id(&kv.key_id()), Ok(kv.clone()));
+        // The form without a creation time (earlier releases) still parses.
+        let old = KeyVersion { created: None, ..kv };
+        assert_eq!(old.key_id(), "vault-transit:kms/transit/kube-1.a:v42");
+        assert_eq!(parse_key_id(&old.key_id()), Ok(old));
     }
     #[test]
     fn key_id_rejects_foreign_and_malformed() {
@@ -70,6 +95,13 @@ mod tests {
             "vault-transit:transit/kube:v01",
             "vault-transit:transit/kube:v-1",
             "vault-transit:transit/kube:v99999999999999999999",
+            "vault-transit:transit/kube:v1@",
+            "vault-transit:transit/kube:v1@0",
+            "vault-transit:transit/kube:v1@017",
+            "vault-transit:transit/kube:v1@-5",
+            "vault-transit:transit/kube:v1@1@2",
+            "vault-transit:transit/kube:v@1796235632",
+            "vault-transit:transit/kube@1796235632:v1",
             "vault-transit:kube:v1",
             "vault-transit:/kube:v1",
             "vault-transit:transit/:v1",
@@ -107,14 +139,14 @@ mod tests {
         let mut rng = crate::testutil::Rng::new(0x51ed_2701_a5f1_33c7);
         let base = [
             "vault-transit:transit/kube:v3",
-            "vault-transit:kms/transit/kube-1.a:v42",
+            "vault-transit:kms/transit/kube-1.a:v42@1796235632",
         ];
         let mut accepted = 0;
         for i in 0..50_000 {
             let mut s: Vec<u8> = base[i % 2].as_bytes().to_vec();
             for _ in 0..1 + i % 3 {
                 let pos = (rng.next() as usize) % (s.len() + 1);
-                let alphabet = b"/: v0123456789-_.ak";
+                let alphabet = b"/: v0123456789-_.ak@";
                 let c = alphabet[(rng.next() as usize) % alphabet.len()];
                 match rng.next() % 3 {
                     0 if pos < s.len() => {

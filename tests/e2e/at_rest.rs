@@ -42,10 +42,14 @@ impl Kms {
                 let o = decode_v2(raw, PROVIDER);
                 assert_eq!(o.encrypted_dek_source_type, 1, "not HKDF_SHA256_XNONCE_AES_GCM_SEED");
                 assert!(!o.encrypted_data.is_empty(), "no encrypted data");
+                // vault-transit:transit/kube:v<N>@<created>: the version and
+                // when Vault created it (the key's incarnation).
                 let v = o
                     .key_id
                     .strip_prefix("vault-transit:transit/kube:v")
-                    .and_then(|n| n.parse().ok())
+                    .and_then(|rest| rest.split_once('@'))
+                    .filter(|(_, t)| t.parse::<u64>().is_ok_and(|t| t > 0))
+                    .and_then(|(n, _)| n.parse().ok())
                     .unwrap_or_else(|| panic!("unexpected key_id {:?}", o.key_id));
                 // The seed itself is a transit ciphertext of the same version.
                 let seed = String::from_utf8(o.encrypted_dek_source).expect("seed ciphertext is text");

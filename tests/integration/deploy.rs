@@ -812,7 +812,7 @@ fn setup_sh_then_the_static_pod_config_serves_with_approle_and_least_privilege()
         ("POST", "transit/keys/kube/config", json!({"deletion_allowed": true})),
         ("DELETE", "transit/keys/kube", json!({})),
         ("POST", "transit/keys/kube/rotate", json!({})),
-        ("GET", "transit/keys/kube", json!({})),
+        ("GET", "transit/keys/x", json!({})),
         (
             "POST",
             "sys/policies/acl/trousseau",
@@ -823,6 +823,11 @@ fn setup_sh_then_the_static_pod_config_serves_with_approle_and_least_privilege()
         let (s, v) = vault_call(&bao.addr, &token, method, path, Some(body));
         assert_eq!(s, 403, "{method} {path}: {v}");
     }
+    // Read of the key's own metadata is granted (key ids carry its
+    // versions' creation times); it holds no key material.
+    let (s, v) = vault_call(&bao.addr, &token, "GET", "transit/keys/kube", None);
+    assert_eq!(s, 200, "{v}");
+    assert!(v["data"]["keys"]["1"].as_u64().is_some(), "{v}");
     let key = vault_ok(&bao.addr, &bao.token, "GET", "transit/keys/kube", None)["data"].clone();
     assert_eq!(key["latest_version"].as_u64(), Some(1));
     assert_eq!(key["deletion_allowed"], false);

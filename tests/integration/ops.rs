@@ -58,7 +58,7 @@ fn http_endpoints_follow_vault_down_and_back() {
     assert_eq!((code, body.as_str()), (200, "ok\n"));
     let (code, body) = http_get(&format!("{}/readyz", p.http));
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("vault-transit:transit/kube:v1"), "{body}");
+    assert!(body.contains("vault-transit:transit/kube:v1@"), "{body}");
     assert_eq!(http_get(&format!("{}/healthz", p.http)).0, 200);
     assert_eq!(http_get(&format!("{}/nothing", p.http)).0, 404);
 
@@ -215,14 +215,17 @@ fn check_passes_a_good_setup_and_names_the_step_that_fails() {
     let (s, _) = vault_call(&bao.addr, &bao.token, "GET", "transit/keys/nokey", None);
     assert_eq!(s, 404, "check created the key");
 
-    // A policy without decrypt (and without read: the key step is skipped).
+    // A policy without decrypt (and without read: the key step warns).
     let no_decrypt = bao.token_with_policy(
         "kms-enc-only",
         "path \"transit/encrypt/kube\" { capabilities = [\"update\"] }\n",
     );
     let (code, out) = check(&bao.addr, &no_decrypt, &["--transit-key", "kube"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("skip  key") && out.contains("ok    encrypt"), "{out}");
+    assert!(
+        out.contains("warn  key") && out.contains("grant \"read\"") && out.contains("ok    encrypt"),
+        "{out}"
+    );
     assert!(
         out.contains("FAIL  decrypt") && out.contains("grant \"update\" on transit/decrypt/kube"),
         "{out}"

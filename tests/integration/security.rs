@@ -350,3 +350,112 @@ fn a_malformed_protobuf_is_counted_and_logged() {
     let log = p.log_text();
     assert!(log.contains("op=encrypt outcome=malformed"), "{log}");
 }
+
+/// VAULT_TOKEN is read once at start and is then gone from the process's
+/// environment as `/proc/<pid>/environ` shows it (what the same user, root
+/// and a core dump see): the name stays, its value bytes are zero. The
+/// plugin still serves with the token it read.
+#[test]
+fn the_token_is_erased_from_proc_environ() {
+    let dir = TempDir::new("environ");
+    let bao = Bao::dev(dir.path());
+    let p = Plugin::start(dir.path(), &bao.addr, &bao.token, &[]);
+    let environ = std::fs::read(format!("/proc/{}/environ", p.pid())).unwrap();
+    let entries: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(
+        entries.iter().any(|e| *e == b"VAULT_TOKEN="),
+        "no emptied VAULT_TOKEN entry in {:?}",
+        String::from_utf8_lossy(&environ).replace(&bao.token, "<token>")
+    );
+    assert!(
+        !environ.windows(bao.token.len()).any(|w| w == bao.token.as_bytes()),
+        "the token is still in /proc/{}/environ",
+        p.pid()
+    );
+    // Other variables are left as they were.
+    assert!(entries.iter().any(|e| e.starts_with(b"RUST_LOG=")), "RUST_LOG went too");
+    round_trip_v2(&p.client());
+    assert!(!p.log_text().contains("stays readable"), "{}", p.log_text());
+}
+
+/// A transit key deleted and created again under the same name starts
+/// again at v1; its key ids still differ from the dead key's (they carry
+/// the version's creation time), Status reports the new one within one
+/// health check, and the log says what happened. Key ids in the form
+/// earlier releases wrote (no creation time) still decrypt.
+#[test]
+fn a_recreated_key_gets_new_key_ids() {
+    let dir = TempDir::new("recreated-key");
+    let bao = Bao::dev(dir.path());
+    let token = bao.token_with_policy("kms", PLUGIN_POLICY);
+    let p = Plugin::start(dir.path(), &bao.addr, &token, &[]);
+    let c = p.client();
+    let pt = dek();
+    let first = encrypt_v2(&c, &pt).unwrap();
+    let (head, created) = first
+        .key_id
+        .split_once('@')
+        .unwrap_or_else(|| panic!("{}", first.key_id));
+    assert_eq!(head, "vault-transit:transit/kube:v1");
+    assert!(created.parse::<u64>().unwrap() > 1_700_000_000, "{created}");
+    assert_eq!(status(&c).key_id, first.key_id);
+    assert_eq!(decrypt_v2(&c, &first.ciphertext, head).unwrap(), pt, "old-form key id");
+
+    // Vault keeps creation times in whole seconds.
+    std::thread::sleep(Duration::from_millis(1100));
+    vault_ok(
+        &bao.addr,
+        &bao.token,
+        "POST",
+        "transit/keys/kube/config",
+        Some(serde_json::json!({ "deletion_allowed": true })),
+    );
+    vault_ok(&bao.addr, &bao.token, "DELETE", "transit/keys/kube", None);
+    bao.create_key("kube");
+
+    // Within one health check (HEALTHY_CHECK_TTL, 10 s) Status moves on.
+    let t = std::time::Instant::now();
+    let fresh = loop {
+        let id = status(&c).key_id;
+        if id != first.key_id {
+            break id;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "Status still reports {id}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(fresh.starts_with("vault-transit:transit/kube:v1@"), "{fresh}");
+    let second = encrypt_v2(&c, &pt).unwrap();
+    assert_eq!(second.key_id, fresh, "Encrypt and Status agree");
+    assert_eq!(decrypt_v2(&c, &second.ciphertext, &second.key_id).unwrap(), pt);
+    assert!(
+        p.log_text().contains("was deleted and created again"),
+        "{}",
+        p.log_text()
+    );
+}
+
+/// With a policy from an earlier release (no read on the key), key ids
+/// keep the form without a creation time, Status agrees with Encrypt, and
+/// one warning names what to grant.
+#[test]
+fn without_read_on_the_key_ids_keep_the_old_form() {
+    let dir = TempDir::new("no-key-read");
+    let bao = Bao::dev(dir.path());
+    let token = bao.token_with_policy(
+        "kms-old",
+        "path \"transit/encrypt/kube\" { capabilities = [\"update\"] }\n\
+         path \"transit/decrypt/kube\" { capabilities = [\"update\"] }\n",
+    );
+    let p = Plugin::start(dir.path(), &bao.addr, &token, &[]);
+    let c = p.client();
+    let pt = dek();
+    let e = encrypt_v2(&c, &pt).unwrap();
+    assert_eq!(e.key_id, "vault-transit:transit/kube:v1");
+    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
+    let s = status(&c);
+    assert_eq!((s.healthz.as_str(), s.key_id.as_str()), ("ok", e.key_id.as_str()));
+    round_trip_v2(&c);
+    let log = p.log_text();
+    let warned = log.matches("grant \"read\" on transit/keys/kube").count();
+    assert_eq!(warned, 1, "{log}");
+}

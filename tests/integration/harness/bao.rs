@@ -6,9 +6,11 @@ use std::process::{Child, Command, Stdio};
 use super::pki::Pki;
 use super::{bao_bin, free_port, vault_call, vault_ok, wait_for, ROOT_TOKEN, START_TIMEOUT};
 
-/// Least privilege for the plugin: encrypt and decrypt with key `kube`.
+/// Least privilege for the plugin: encrypt and decrypt with key `kube`, and
+/// read its metadata (deploy/vault/policy.hcl).
 pub const PLUGIN_POLICY: &str = "path \"transit/encrypt/kube\" { capabilities = [\"update\"] }\n\
-                                 path \"transit/decrypt/kube\" { capabilities = [\"update\"] }\n";
+                                 path \"transit/decrypt/kube\" { capabilities = [\"update\"] }\n\
+                                 path \"transit/keys/kube\" { capabilities = [\"read\"] }\n";
 
 /// The TLS listeners of [`Bao::dev_own_tls`].
 pub struct TlsListeners {

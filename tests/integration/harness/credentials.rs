@@ -12,7 +12,8 @@ pub fn transit_policy(keys_encrypt: &[&str], keys_decrypt: &[&str]) -> String {
     let mut hcl = String::new();
     for k in keys_encrypt {
         hcl.push_str(&format!(
-            "path \"transit/encrypt/{k}\" {{\n  capabilities = [\"update\"]\n}}\n"
+            "path \"transit/encrypt/{k}\" {{\n  capabilities = [\"update\"]\n}}\n\
+             path \"transit/keys/{k}\" {{\n  capabilities = [\"read\"]\n}}\n"
         ));
     }
     for k in keys_decrypt {

@@ -238,6 +238,22 @@ pub fn decrypt_v1(c: &KmsClient, cipher: &[u8]) -> grpcio::Result<Vec<u8>> {
     c.v1.decrypt(&r, c.opt()).map(|r| r.plain)
 }
 
+/// A key id without its creation time (`…:v1@1796235632` → `…:v1`), once
+/// the time is checked to be a plausible Unix time; an id without one is
+/// returned as it is.
+pub fn key_id_base(id: &str) -> &str {
+    match id.split_once('@') {
+        Some((head, t)) => {
+            assert!(
+                t.parse::<u64>().is_ok_and(|t| t > 1_700_000_000),
+                "bad creation time in {id}"
+            );
+            head
+        }
+        None => id,
+    }
+}
+
 /// The gRPC status code and message of a failed call.
 pub fn rpc_err<T: std::fmt::Debug>(r: grpcio::Result<T>) -> (grpcio::RpcStatusCode, String) {
     match r {

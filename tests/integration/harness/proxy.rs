@@ -87,7 +87,9 @@ impl FaultProxy {
         self.mode.store(m as u64, Ordering::SeqCst);
     }
 
-    /// HTTP requests the plugin has sent to OpenBao through this proxy.
+    /// POST requests (transit calls, logins, renewals) the plugin has sent
+    /// to OpenBao through this proxy; GETs (lookups, key reads) are not
+    /// counted.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
     }

@@ -1,0 +1,94 @@
+//! Which incarnation of the transit key a version belongs to: the creation
+//! time Vault records for each version (`keys` in a read of
+//! `<mount>/keys/<key>`, metadata only), carried in every key id
+//! (`…:v3@1796235632`). A key deleted and created again under the same
+//! name starts again at v1 with new times, so its key ids differ from the
+//! dead key's and the apiserver makes a new seed instead of going on with
+//! one only the dead key could decrypt.
+//!
+//! The times are read by each health check (so Status notices a re-created
+//! key within one check) and by an Encrypt that meets a version not seen
+//! yet (a rotation). If the token may not read the key (a policy from an
+//! earlier release), key ids carry no time, as before, and one warning
+//! says what to grant.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use super::Kms;
+use crate::vault::VaultErrorClass;
+
+/// What is known of the key's versions.
+#[derive(Default)]
+pub(super) struct Times {
+    /// Version → creation time (Unix seconds), from the last read.
+    known: BTreeMap<u64, u64>,
+    /// The last read was refused (403): not retried on the request path.
+    denied: bool,
+}
+
+pub(super) fn lock(m: &Mutex<Times>) -> MutexGuard<'_, Times> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Kms {
+    /// The creation time of `version` of the primary key, read from Vault
+    /// when this version has not been seen yet; `None` if it cannot be.
+    pub(super) fn created(&self, version: u64, deadline: Instant) -> Option<u64> {
+        {
+            let t = lock(&self.times);
+            if let Some(c) = t.known.get(&version) {
+                return Some(*c);
+            }
+            if t.denied {
+                return None;
+            }
+        }
+        self.read_times(deadline);
+        lock(&self.times).known.get(&version).copied()
+    }
+
+    /// The creation time of `version` if already known (no Vault call).
+    pub(super) fn known_created(&self, version: u64) -> Option<u64> {
+        lock(&self.times).known.get(&version).copied()
+    }
+
+    /// Reads the key's version times. The token is used as it is, without
+    /// the refresh-and-retry of transit calls: a refusal here is the
+    /// policy's (a bad token fails the transit call first).
+    pub(super) fn read_times(&self, deadline: Instant) {
+        let ticket = self.session.ticket();
+        let read = self.vault.read_key(&ticket.token, &self.key, deadline);
+        let mut t = lock(&self.times);
+        match read {
+            Ok(info) => {
+                let recreated = info
+                    .created
+                    .iter()
+                    .any(|(v, c)| t.known.get(v).is_some_and(|old| old != c));
+                if recreated {
+                    log::warn!(
+                        "transit key {} was deleted and created again: its key ids change, so the apiserver makes a new seed",
+                        self.key
+                    );
+                }
+                t.known = info.created;
+                t.denied = false;
+            }
+            Err(e) if e.class() == VaultErrorClass::Denied => {
+                if !t.denied {
+                    log::warn!(
+                        "cannot read transit key {} ({}): key ids carry no creation time, so a key deleted and created again under this name would repeat them; grant \"read\" on {}/keys/{} (deploy/vault/policy.hcl)",
+                        self.key,
+                        e.class_name(),
+                        self.key.mount,
+                        self.key.key
+                    );
+                }
+                t.denied = true;
+            }
+            Err(e) => log::debug!("cannot read transit key {} times now: {e}", self.key),
+        }
+    }
+}
