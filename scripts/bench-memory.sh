@@ -15,28 +15,13 @@ conc="${2:-256}"
 
 bench_workdir bench-mem
 
-bao="$(find_bao)"
-port="$(free_port)"
-export BAO_ADDR="https://127.0.0.1:$port" BAO_TOKEN=bench-root VAULT_CACERT="$work/tls/vault-ca.pem"
-mkdir -p "$work/tls"
-HOME="$work" "$bao" server -dev -dev-tls -dev-tls-cert-dir="$work/tls" -dev-root-token-id="$BAO_TOKEN" \
-    -dev-listen-address="127.0.0.1:$port" >"$work/bao.log" 2>&1 &
-bao_pid=$!
-for _ in $(seq 1 100); do VAULT_ADDR="$BAO_ADDR" "$bao" status >/dev/null 2>&1 && break; sleep 0.2; done
-VAULT_ADDR="$BAO_ADDR" "$bao" status >/dev/null || { cat "$work/bao.log"; exit 1; }
-VAULT_ADDR="$BAO_ADDR" "$bao" secrets enable transit >/dev/null
-VAULT_ADDR="$BAO_ADDR" "$bao" write -f transit/keys/kube >/dev/null
+start_dev_openbao "$work" bench-root tls
 
 bench_build
 echo "==> plugin: $plugin ($(stat -c %s "$plugin") bytes), OpenBao over TLS at $BAO_ADDR"
 # In-flight cap above the burst, so every round trip is served (a client
 # thread may send its next call before the last one's permit is released).
-RUST_LOG=warn VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$BAO_TOKEN" VAULT_CACERT="$VAULT_CACERT" \
-    "$plugin" serve --socket "$work/kms.sock" --transit-key kube --http-addr "" \
-    --max-in-flight "$((conc + conc / 4))" >"$work/plugin.log" 2>&1 &
-plugin_pid=$!
-wait_for_socket "$work/kms.sock" "$work/plugin.log"
-sleep 1 # let the start-up health check finish
+bench_start_plugin "$((conc + conc / 4))"
 rss_kib() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$plugin_pid/status"; }
 idle_rss="$(rss_kib VmRSS)"
 threads_idle="$(awk '$1 == "Threads:" { print $2 }' "/proc/$plugin_pid/status")"

@@ -92,16 +92,24 @@ free_port() {
 
 # Starts an OpenBao dev server (in memory) on a free loopback port with the
 # transit engine and key `kube`, logging to WORK/bao.log. Exports BAO_ADDR and
-# BAO_TOKEN (= TOKEN) and sets bao_pid; the caller stops it.
-# usage: start_dev_openbao WORK TOKEN
+# BAO_TOKEN (= TOKEN) and sets bao_pid; the caller stops it. With `tls`, it
+# serves https with its own dev CA (WORK/tls/vault-ca.pem, exported as
+# VAULT_CACERT, which the plugin and the bao CLI both read).
+# usage: start_dev_openbao WORK TOKEN [tls]
 start_dev_openbao() {
-    local work="$1" bao port
+    local work="$1" bao port scheme=http tls_args=()
     bao="$(find_bao)"
     port="$(free_port)"
-    export BAO_ADDR="http://127.0.0.1:$port" BAO_TOKEN="$2"
+    if [ "${3:-}" = tls ]; then
+        scheme=https
+        mkdir -p "$work/tls"
+        tls_args=(-dev-tls -dev-tls-cert-dir="$work/tls")
+        export VAULT_CACERT="$work/tls/vault-ca.pem" BAO_CACERT="$work/tls/vault-ca.pem"
+    fi
+    export BAO_ADDR="$scheme://127.0.0.1:$port" BAO_TOKEN="$2"
     # HOME: dev mode writes its root token to ~/.vault-token; leave the user's own alone.
-    HOME="$work" "$bao" server -dev -dev-root-token-id="$BAO_TOKEN" -dev-listen-address="127.0.0.1:$port" \
-        >"$work/bao.log" 2>&1 &
+    HOME="$work" "$bao" server -dev "${tls_args[@]}" -dev-root-token-id="$BAO_TOKEN" \
+        -dev-listen-address="127.0.0.1:$port" >"$work/bao.log" 2>&1 &
     bao_pid=$!
     for _ in $(seq 1 100); do "$bao" status >/dev/null 2>&1 && break; sleep 0.2; done
     "$bao" status >/dev/null || { cat "$work/bao.log"; return 1; }
@@ -129,6 +137,19 @@ bench_workdir() {
 bench_cleanup() {
     for p in ${plugin_pid:-} ${bao_pid:-}; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     rm -rf "$work"
+}
+
+# For the benchmarks: starts $plugin (RUST_LOG=warn, no HTTP endpoints) on
+# $work/kms.sock against $BAO_ADDR with $BAO_TOKEN and the given
+# --max-in-flight, logging to $work/plugin.log; waits for its socket and its
+# start-up health check; sets plugin_pid. usage: bench_start_plugin MAX_IN_FLIGHT
+bench_start_plugin() {
+    RUST_LOG=warn VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$BAO_TOKEN" \
+        "$plugin" serve --socket "$work/kms.sock" --transit-key kube --http-addr "" \
+        --max-in-flight "$1" >"$work/plugin.log" 2>&1 &
+    plugin_pid=$!
+    wait_for_socket "$work/kms.sock" "$work/plugin.log"
+    sleep 1 # let the start-up health check finish
 }
 
 # For the benchmarks: builds the bench client and, unless BIN names another

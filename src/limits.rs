@@ -91,9 +91,9 @@ pub const VAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// costs its TLS state and two [`VAULT_IO_BUFFER`]s (about 60 KiB), so 256
 /// of them under a 256-wide burst would take the plugin past the static
 /// pod's memory target on connections alone. 32 keep a Vault node's cores
-/// busy (a loopback OpenBao on 2 cores served as many round trips a second
-/// at 16 concurrent calls as at 256: docs/performance.md), and a
-/// control plane's apiserver, which caches DEKs, sends a few calls a second.
+/// busy (16 direct calls at once already kept a loopback OpenBao at both
+/// cores of our 2-core VM: docs/performance.md), and a control plane's
+/// apiserver, which caches DEKs, sends a few calls a second.
 pub const VAULT_MAX_CONNECTIONS: usize = 32;
 
 /// Idle keep-alive connections kept per node: all of them, so a burst

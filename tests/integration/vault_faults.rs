@@ -422,3 +422,35 @@ fn work_ends_at_the_callers_deadline() {
     assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).unwrap(), pt);
     assert_eq!(status(&c).healthz, "ok", "a caller leaving is no evidence of an outage");
 }
+
+/// A burst wider than the per-node connection cap (32) waits for free
+/// connections instead of opening one per request: with Vault 150 ms slow
+/// per chunk sent and 96 Encrypts at once, every one succeeds within its budget and no more
+/// than 32 connections to the node are ever open at once.
+#[test]
+fn a_burst_shares_at_most_32_connections_per_node() {
+    let dir = TempDir::new("connection-cap");
+    let bao = Bao::dev(dir.path());
+    let proxy = FaultProxy::start(&bao.addr);
+    let p = Plugin::start(dir.path(), &proxy.addr, &bao.token, &[]);
+    let c = std::sync::Arc::new(p.client());
+    assert_eq!(status(&c).healthz, "ok");
+    proxy.set_delay(Duration::from_millis(150));
+    let hs: Vec<_> = (0..96)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || encrypt_v2(&c, &dek()).map(|_| ()))
+        })
+        .collect();
+    let failed: Vec<_> = hs.into_iter().filter_map(|h| h.join().unwrap().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let most = proxy.most_open();
+    assert!((8..=32).contains(&most), "{most} connections open at once");
+    proxy.set_delay(Duration::ZERO);
+    round_trip_v2(&c);
+}

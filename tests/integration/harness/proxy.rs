@@ -17,6 +17,9 @@ pub struct FaultProxy {
     redirects: Arc<AtomicU64>,
     mode: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    /// Connections from the plugin open now, and the most at once.
+    open: Arc<AtomicU64>,
+    most_open: Arc<AtomicU64>,
 }
 
 /// What the proxy does with each chunk the plugin sends.
@@ -46,6 +49,9 @@ impl FaultProxy {
         let stop = Arc::new(AtomicBool::new(false));
         let (d, r, m, s) = (delay_ms.clone(), requests.clone(), mode.clone(), stop.clone());
         let rd = redirects.clone();
+        let open = Arc::new(AtomicU64::new(0));
+        let most_open = Arc::new(AtomicU64::new(0));
+        let (o, mo) = (open.clone(), most_open.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -60,7 +66,13 @@ impl FaultProxy {
                             requests: r.clone(),
                             mode: m.clone(),
                         };
-                        std::thread::spawn(move || pipe(client, server, Some(up)));
+                        let now = o.fetch_add(1, Ordering::SeqCst) + 1;
+                        mo.fetch_max(now, Ordering::SeqCst);
+                        let o = o.clone();
+                        std::thread::spawn(move || {
+                            pipe(client, server, Some(up));
+                            o.fetch_sub(1, Ordering::SeqCst);
+                        });
                         let rd = rd.clone();
                         std::thread::spawn(move || pipe_back(s2, c2, rd));
                     }
@@ -75,7 +87,14 @@ impl FaultProxy {
             redirects,
             mode,
             stop,
+            open,
+            most_open,
         }
+    }
+
+    /// The most connections from the plugin that were open at once.
+    pub fn most_open(&self) -> u64 {
+        self.most_open.load(Ordering::SeqCst)
     }
 
     /// Delay applied to each chunk sent from the plugin towards OpenBao.
