@@ -6,8 +6,7 @@
 //! non-empty authority with no path, query, fragment, user, whitespace or
 //! control character, and parses to itself.
 //!
-//! (Vault's error bodies, `vault::error::error_text`, are not fuzzed here:
-//! that module also maps ureq's errors, so it cannot be built without ureq.)
+//! (Vault's answer bodies are the `vault_answer` target's.)
 
 #![no_main]
 

@@ -6,8 +6,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::limits::VAULT_MAX_ERROR_TEXT;
-
 /// A failed Vault call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -190,24 +188,6 @@ fn is_tls_failure(e: &ureq::Error) -> bool {
     }
 }
 
-/// Vault's `{"errors": [...]}` joined, shortened; raw text if not JSON.
-pub(super) fn error_text(body: &str) -> String {
-    let joined = match serde_json::from_str::<serde_json::Value>(body) {
-        Ok(v) => v
-            .get("errors")
-            .and_then(|e| e.as_array())
-            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; "))
-            .unwrap_or_default(),
-        Err(_) => body.trim().to_owned(),
-    };
-    let one_line: String = joined.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let one_line = one_line.split_whitespace().collect::<Vec<_>>().join(" ");
-    match one_line.char_indices().nth(VAULT_MAX_ERROR_TEXT) {
-        Some((i, _)) => format!("{}...", one_line.get(..i).unwrap_or_default()),
-        None => one_line,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,42 +229,5 @@ mod tests {
         );
         let m = status(503, "Vault is sealed").to_string();
         assert!(m.contains("sealed") && m.contains("503"), "{m}");
-    }
-
-    #[test]
-    fn error_text_is_short_and_single_line() {
-        assert_eq!(error_text(r#"{"errors":["a","b\nc"]}"#), "a; b c");
-        assert_eq!(error_text("<html>\n bad gateway</html>"), "<html> bad gateway</html>");
-        let long = "x".repeat(5000);
-        assert_eq!(error_text(&long).len(), VAULT_MAX_ERROR_TEXT + 3);
-        assert_eq!(error_text(""), "");
-    }
-
-    /// Whatever a server or proxy sends, the message we build stays one
-    /// bounded line and never panics.
-    #[test]
-    fn error_text_on_arbitrary_bodies() {
-        let pieces = [
-            "{",
-            "}",
-            "\"errors\"",
-            ":",
-            "[",
-            "]",
-            "\"x\"",
-            ",",
-            "\n",
-            "é",
-            "\u{7}",
-            "null",
-            "1",
-        ];
-        let mut rng = crate::testutil::Rng::new(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..20_000 {
-            let body: String = rng.pick(&pieces, 16).concat();
-            let t = error_text(&body);
-            assert!(t.chars().count() <= VAULT_MAX_ERROR_TEXT + 3);
-            assert!(!t.chars().any(|c| c.is_control()), "{t:?}");
-        }
     }
 }

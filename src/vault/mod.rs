@@ -7,19 +7,17 @@
 //! - `sys`: each node's health (`check`'s);
 //! - `transport`: node preference and failover, a standby's 307, sending
 //!   and reading a bounded answer;
+//! - `answer`: reading Vault's answers into our types (no HTTP: fuzzed);
 //! - `error`: what a failure was and what to do about it;
 //! - `tls` and `settings`: how the agents are built and from what;
 //!   `resolve`: their name resolution (no thread per request), `bounded`:
 //!   their waits cut short when the caller has gone.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::secret::Secret;
-
+mod answer;
 mod bounded;
 mod error;
 mod resolve;
@@ -30,46 +28,11 @@ mod token;
 mod transit;
 mod transport;
 
+pub use answer::{KeyInfo, Lease, LoginToken, NodeHealth};
 pub use error::{VaultError, VaultErrorClass};
 pub use settings::{parse_addr, Settings};
 pub use sys::NodeAnswer;
 use transport::Node;
-
-/// A token's lease as Vault reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Lease {
-    /// Time left; zero for a token that never expires (root).
-    pub ttl: Duration,
-    pub renewable: bool,
-    /// The lease the token was issued with: what a renewal asks for.
-    pub granted: Duration,
-}
-
-/// A new token from a login, with its lease.
-pub struct LoginToken {
-    pub token: Secret,
-    pub lease: Lease,
-}
-
-/// A node's `sys/health` answer.
-#[derive(Clone, Debug)]
-pub struct NodeHealth {
-    pub standby: bool,
-    pub version: String,
-}
-
-/// What `read_key` learns about a transit key.
-#[derive(Clone, Debug)]
-pub struct KeyInfo {
-    pub kind: String,
-    pub latest_version: u64,
-    pub min_decryption_version: u64,
-    pub exportable: bool,
-    pub deletion_allowed: bool,
-    /// When each version was created (Unix seconds), from `keys`: what
-    /// makes key ids unique per key incarnation.
-    pub created: BTreeMap<u64, u64>,
-}
 
 /// A blocking Vault client over one or more nodes. Cheap to clone and share
 /// across threads: each agent's pool is internally synchronised and no lock

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use super::answer::node_health;
 use super::transport::{Call, Method};
 use super::{NodeHealth, VaultClient, VaultError};
 
@@ -27,10 +28,7 @@ impl VaultClient {
             .nodes
             .iter()
             .map(|node| {
-                let health = self.attempt(node, &c, deadline).map(|v| NodeHealth {
-                    standby: v.get("standby").and_then(|b| b.as_bool()).unwrap_or(false),
-                    version: v.get("version").and_then(|s| s.as_str()).unwrap_or("?").to_owned(),
-                });
+                let health = self.attempt(node, &c, deadline).map(|v| node_health(&v));
                 NodeAnswer {
                     addr: node.addr.clone(),
                     health,

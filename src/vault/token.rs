@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use super::answer::{auth_lease, login_token, lookup_lease};
 use super::error::bad;
-use super::transport::{section, Answer, Call, Method};
+use super::transport::{Answer, Call, Method};
 use super::{Lease, LoginToken, VaultClient, VaultError};
-use crate::limits::VAULT_MAX_LEASE;
 use crate::secret::Secret;
 
 impl VaultClient {
@@ -21,14 +21,7 @@ impl VaultClient {
             token: Some(token),
         };
         let Answer { addr, body: v } = self.call(&c, deadline)?;
-        let d = section(&v, "data").ok_or_else(|| bad(&addr, path, "no data object"))?;
-        let secs = |k: &str| d.get(k).and_then(|t| t.as_u64()).map(lease_secs);
-        let ttl = secs("ttl").unwrap_or(Duration::ZERO);
-        Ok(Lease {
-            ttl,
-            renewable: d.get("renewable").and_then(|r| r.as_bool()).unwrap_or(false),
-            granted: secs("creation_ttl").filter(|d| !d.is_zero()).unwrap_or(ttl),
-        })
+        lookup_lease(&v).ok_or_else(|| bad(&addr, path, "no data object"))
     }
 
     /// `POST /v1/auth/token/renew-self` asking for `increment` more.
@@ -43,7 +36,7 @@ impl VaultClient {
             token: Some(token),
         };
         let Answer { addr, body: v } = self.call(&c, deadline)?;
-        lease_of(&v).ok_or_else(|| bad(&addr, path, "no auth.lease_duration"))
+        auth_lease(&v).ok_or_else(|| bad(&addr, path, "no auth.lease_duration"))
     }
 
     /// `POST /v1/<path>` (an auth method's `auth/<mount>/login`) with the
@@ -57,31 +50,6 @@ impl VaultClient {
             token: None,
         };
         let Answer { addr, body: v } = self.call(&c, deadline)?;
-        let token = section(&v, "auth")
-            .and_then(|a| a.get("client_token"))
-            .and_then(|t| t.as_str())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| bad(&addr, path, "no auth.client_token"))?;
-        let lease = lease_of(&v).ok_or_else(|| bad(&addr, path, "no auth.lease_duration"))?;
-        Ok(LoginToken {
-            token: Secret::new(token.to_owned()),
-            lease,
-        })
+        login_token(&v).map_err(|what| bad(&addr, path, what))
     }
-}
-
-/// A lease length from Vault, at most [`VAULT_MAX_LEASE`].
-fn lease_secs(secs: u64) -> Duration {
-    Duration::from_secs(secs).min(VAULT_MAX_LEASE)
-}
-
-/// The lease of a login or renewal answer (`auth.lease_duration`).
-fn lease_of(v: &serde_json::Value) -> Option<Lease> {
-    let a = section(v, "auth")?;
-    let ttl = lease_secs(a.get("lease_duration")?.as_u64()?);
-    Some(Lease {
-        ttl,
-        renewable: a.get("renewable").and_then(|r| r.as_bool()).unwrap_or(false),
-        granted: ttl,
-    })
 }

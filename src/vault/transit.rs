@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use base64::Engine as _;
 
+use super::answer::{key_info, transit_field};
 use super::error::bad;
-use super::transport::{section, Answer, Call, Method};
+use super::transport::{Answer, Call, Method};
 use super::{KeyInfo, VaultClient, VaultError};
 use crate::secret::Secret;
 use crate::wire::{KeyName, VaultCiphertext};
@@ -72,11 +73,7 @@ impl VaultClient {
             token: Some(token),
         };
         let Answer { addr, body: v } = self.call(&c, deadline)?;
-        let value = section(&v, "data")
-            .and_then(|d| d.get(field))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| bad(&addr, &path, &format!("no data.{field}")))?;
+        let value = transit_field(&v, field).ok_or_else(|| bad(&addr, &path, &format!("no data.{field}")))?;
         Ok(TransitField { addr, path, value })
     }
 
@@ -93,26 +90,6 @@ impl VaultClient {
             token: Some(token),
         };
         let Answer { addr, body: v } = self.call(&c, deadline)?;
-        let d = section(&v, "data").ok_or_else(|| bad(&addr, &path, "no data object"))?;
-        let num = |k: &str| d.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
-        let flag = |k: &str| d.get(k).and_then(|b| b.as_bool()).unwrap_or(false);
-        Ok(KeyInfo {
-            kind: d.get("type").and_then(|t| t.as_str()).unwrap_or("?").to_owned(),
-            latest_version: num("latest_version"),
-            min_decryption_version: num("min_decryption_version"),
-            exportable: flag("exportable"),
-            deletion_allowed: flag("deletion_allowed"),
-            // Symmetric keys map each version to its creation time in Unix
-            // seconds; other shapes (asymmetric keys' objects) are skipped.
-            created: section(&v, "data")
-                .and_then(|d| d.get("keys"))
-                .and_then(|k| k.as_object())
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(ver, t)| Some((ver.parse().ok()?, t.as_u64().filter(|t| *t > 0)?)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
+        key_info(&v).ok_or_else(|| bad(&addr, &path, "no data object"))
     }
 }

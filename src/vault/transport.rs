@@ -6,7 +6,8 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::error::{error_text, fails_over, transport_error};
+use super::answer::error_text;
+use super::error::{fails_over, transport_error};
 use super::{parse_addr, VaultClient, VaultError};
 use crate::limits::{
     CALLER_POLL, MAX_VAULT_RESPONSE, VAULT_FAILOVER_RESERVE, VAULT_MAX_LOCATION, VAULT_MIN_ATTEMPT, VAULT_ROUND_PAUSE,
@@ -322,14 +323,6 @@ fn headers<B>(mut req: ureq::RequestBuilder<B>, token: Option<&Secret>, ns: Opti
         req = req.header("X-Vault-Namespace", ns);
     }
     req.header("X-Vault-Request", "true")
-}
-
-/// An object member of an answer (`data`, `auth`), if it is one.
-pub(super) fn section<'v>(
-    v: &'v serde_json::Value,
-    name: &str,
-) -> Option<&'v serde_json::Map<String, serde_json::Value>> {
-    v.get(name).and_then(|d| d.as_object())
 }
 
 #[cfg(test)]
