@@ -58,9 +58,10 @@ impl Health {
     }
 }
 
-pub(super) fn lock(m: &std::sync::Mutex<CheckState>) -> MutexGuard<'_, CheckState> {
-    // The state is a plain value that every writer leaves consistent; a
-    // panicked writer cannot leave it half-updated.
+/// The core's state locks (health, key times) despite a poisoned mutex.
+pub(super) fn lock<T>(m: &std::sync::Mutex<T>) -> MutexGuard<'_, T> {
+    // The states are plain values that every writer leaves consistent; a
+    // panicked writer cannot leave one half-updated.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

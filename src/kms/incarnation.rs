@@ -13,9 +13,9 @@
 //! says what to grant.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use super::health::lock;
 use super::Kms;
 use crate::vault::VaultErrorClass;
 
@@ -28,25 +28,18 @@ pub(super) struct Times {
     denied: bool,
 }
 
-pub(super) fn lock(m: &Mutex<Times>) -> MutexGuard<'_, Times> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Kms {
     /// The creation time of `version` of the primary key, read from Vault
     /// when this version has not been seen yet; `None` if it cannot be.
     pub(super) fn created(&self, version: u64, deadline: Instant) -> Option<u64> {
-        {
-            let t = lock(&self.times);
-            if let Some(c) = t.known.get(&version) {
-                return Some(*c);
+        let denied = lock(&self.times).denied;
+        match self.known_created(version) {
+            None if !denied => {
+                self.read_times(deadline);
+                self.known_created(version)
             }
-            if t.denied {
-                return None;
-            }
+            known => known,
         }
-        self.read_times(deadline);
-        lock(&self.times).known.get(&version).copied()
     }
 
     /// The creation time of `version` if already known (no Vault call).

@@ -215,20 +215,15 @@ impl VaultClient {
         c: &Call<'_>,
         deadline: Instant,
     ) -> Result<serde_json::Value, NotAnswered> {
+        let total = deadline.saturating_duration_since(Instant::now());
+        let slot = slots.acquire_until(deadline, CALLER_POLL, crate::caller::gone);
         let budget = deadline.saturating_duration_since(Instant::now());
-        if budget.is_zero() {
+        let (Some(_slot), false) = (slot, budget.is_zero()) else {
             return Err(NotAnswered::Failed(VaultError::Timeout {
                 addr: addr.to_owned(),
-                after: Duration::ZERO,
-            }));
-        }
-        let Some(_slot) = slots.acquire_until(deadline, CALLER_POLL, crate::caller::gone) else {
-            return Err(NotAnswered::Failed(VaultError::Timeout {
-                addr: addr.to_owned(),
-                after: budget,
+                after: total,
             }));
         };
-        let budget = deadline.saturating_duration_since(Instant::now());
         let ns = self.inner.namespace.as_deref();
         let started = Instant::now();
         let sent = match c.method {

@@ -173,16 +173,10 @@ fn overload_gets_resource_exhausted_not_a_pile_up() {
     let c = std::sync::Arc::new(p.client());
     assert_eq!(status(&c).healthz, "ok");
     proxy.set_delay(Duration::from_millis(500));
-    let handles: Vec<_> = (0..8)
-        .map(|_| {
-            let c = c.clone();
-            std::thread::spawn(move || encrypt_v2(&c, &dek()).map(|_| ()))
-        })
-        .collect();
     let mut ok = 0;
     let mut exhausted = 0;
-    for h in handles {
-        match h.join().unwrap() {
+    for r in encrypt_burst(&c, 8) {
+        match r {
             Ok(()) => ok += 1,
             Err(grpcio::Error::RpcFailure(s)) if s.code() == RpcStatusCode::RESOURCE_EXHAUSTED => {
                 assert!(s.message().contains("max-in-flight"), "{}", s.message());
@@ -436,13 +430,7 @@ fn a_burst_shares_at_most_32_connections_per_node() {
     let c = std::sync::Arc::new(p.client());
     assert_eq!(status(&c).healthz, "ok");
     proxy.set_delay(Duration::from_millis(150));
-    let hs: Vec<_> = (0..96)
-        .map(|_| {
-            let c = c.clone();
-            std::thread::spawn(move || encrypt_v2(&c, &dek()).map(|_| ()))
-        })
-        .collect();
-    let failed: Vec<_> = hs.into_iter().filter_map(|h| h.join().unwrap().err()).collect();
+    let failed: Vec<_> = encrypt_burst(&c, 96).into_iter().filter_map(Result::err).collect();
     assert!(
         failed.is_empty(),
         "{} failed, first: {:?}",

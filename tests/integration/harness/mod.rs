@@ -238,6 +238,18 @@ pub fn decrypt_v1(c: &KmsClient, cipher: &[u8]) -> grpcio::Result<Vec<u8>> {
     c.v1.decrypt(&r, c.opt()).map(|r| r.plain)
 }
 
+/// `n` KMS v2 Encrypts of fresh DEKs at once, each from its own thread;
+/// their outcomes once all have ended.
+pub fn encrypt_burst(c: &std::sync::Arc<KmsClient>, n: usize) -> Vec<grpcio::Result<()>> {
+    let hs: Vec<_> = (0..n)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || encrypt_v2(&c, &dek()).map(|_| ()))
+        })
+        .collect();
+    hs.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 /// A key id without its creation time (`…:v1@1796235632` → `…:v1`), once
 /// the time is checked to be a plausible Unix time; an id without one is
 /// returned as it is.
