@@ -84,6 +84,10 @@ OPTIONS:
                              [default: 2s]
     --max-in-flight N        requests handled at once; more get RESOURCE_EXHAUSTED
                              [default: 256]
+    --coalesce[=BOOL]        send concurrent Encrypts (or Decrypts) for one key that
+                             arrive while its transit calls are in flight as one
+                             batch_input call; a request alone goes out at once;
+                             false sends every request alone [default: true]
     --shutdown-timeout DUR   time in-flight requests get to finish after SIGTERM
                              [default: 5s]
     --http-addr IP:PORT      serve /livez, /readyz, /healthz and /metrics there; empty
@@ -168,7 +172,7 @@ fn run_inner(args: Vec<OsString>) -> Result<(), Failure> {
                 print!("{SERVE_HELP}");
                 return Ok(());
             }
-            let flags = parse_flags(&args, &["vault-skip-verify"])?;
+            let flags = parse_flags(&args, &["vault-skip-verify", "coalesce"])?;
             let env = |k: &str| std::env::var(k).ok();
             let cfg = Config::resolve(&Sources {
                 flags: &flags,

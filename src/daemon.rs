@@ -114,6 +114,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         key_name(&cfg.transit_key),
         cfg.decrypt_keys.iter().map(key_name).collect(),
         cfg.vault.timeout,
+        cfg.coalesce,
     ));
     let in_flight = grpc::InFlight::new(cfg.max_in_flight);
 

@@ -241,3 +241,9 @@ pub const MAX_MOUNT_PATH: usize = 256;
 /// How much of a refused value an error message quotes: enough to
 /// recognise it, never a 64 KiB name in a log line.
 pub const MAX_ECHOED_VALUE: usize = 64;
+
+/// A request whose coalesced batch is already in Vault waits this long past
+/// its own deadline for the result (`kms::coalesce`): the batch's call is
+/// bounded by the deadline of its oldest request, which is no later, so
+/// this only covers the time to hand results over on a loaded machine.
+pub const COALESCE_WAIT_GRACE: Duration = Duration::from_millis(250);

@@ -56,6 +56,15 @@ struct BuildLabels {
     version: &'static str,
 }
 
+/// Requests one coalesced transit call served: 1 (alone) up to
+/// `COALESCE_MAX_ITEMS` (128).
+const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CoalesceLabels {
+    operation: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -83,6 +92,8 @@ pub struct Metrics {
     ready: Gauge,
     panics: Family<PartLabels, Counter>,
     dns_lookups: Counter,
+    batch_items: HistogramFamily<CoalesceLabels>,
+    calls_saved: Family<CoalesceLabels, Counter>,
 }
 
 /// The process's metrics.
@@ -157,6 +168,19 @@ impl Metrics {
             "DNS lookups of Vault node names (IP literals need none; names are cached for 30 s)",
             dns_lookups.clone(),
         );
+        let batch_items: HistogramFamily<CoalesceLabels> =
+            Family::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));
+        registry.register(
+            "coalesced_requests_per_call",
+            "Requests one transit call served with --coalesce (1 when a request went alone), by operation",
+            batch_items.clone(),
+        );
+        let calls_saved = Family::<CoalesceLabels, Counter>::default();
+        registry.register(
+            "vault_calls_saved",
+            "Transit calls not made because requests were coalesced into batch_input calls, by operation",
+            calls_saved.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -176,6 +200,17 @@ impl Metrics {
             ready,
             panics,
             dns_lookups,
+            batch_items,
+            calls_saved,
+        }
+    }
+
+    /// One transit call that served `items` requests.
+    pub fn coalesced(&self, operation: &'static str, items: usize) {
+        let labels = CoalesceLabels { operation };
+        self.batch_items.get_or_create(&labels).observe(items as f64);
+        if let Some(saved) = items.checked_sub(1).filter(|s| *s > 0) {
+            self.calls_saved.get_or_create(&labels).inc_by(saved as u64);
         }
     }
 
@@ -247,6 +282,8 @@ mod tests {
         m.request("v2", "encrypt", "ok", Duration::from_millis(3));
         m.vault_call("encrypt", Some(200), Duration::from_millis(1));
         m.vault_call("login", None, Duration::from_millis(1));
+        m.coalesced("decrypt", 1);
+        m.coalesced("decrypt", 5);
         let text = m.render(&Snapshot {
             in_flight: 3,
             token_ttl: Some(Duration::from_secs(90)),
@@ -259,6 +296,9 @@ mod tests {
             "trousseau_vault_requests_total{endpoint=\"encrypt\",status=\"200\"} 1",
             "trousseau_vault_requests_total{endpoint=\"login\",status=\"error\"} 1",
             "trousseau_kms_requests_in_flight 3",
+            "trousseau_coalesced_requests_per_call_count{operation=\"decrypt\"} 2",
+            "trousseau_coalesced_requests_per_call_sum{operation=\"decrypt\"} 6.0",
+            "trousseau_vault_calls_saved_total{operation=\"decrypt\"} 4",
             "trousseau_vault_token_ttl_seconds 90.0",
             "trousseau_transit_key_version 4",
             "trousseau_ready 1",

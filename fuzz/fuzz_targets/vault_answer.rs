@@ -5,7 +5,9 @@
 //! line of at most `VAULT_MAX_ERROR_TEXT` characters plus `...`, with no
 //! control character; every lease is at most `VAULT_MAX_LEASE` and a lease's
 //! granted length is never zero when its ttl is not (lookup-self); a login
-//! token is never empty; key creation times are positive.
+//! token is never empty; key creation times are positive; a batch answer
+//! is used only when it has exactly one item per input, the i-th carrying
+//! reference "i" (what keeps a coalesced result with its own request).
 
 #![no_main]
 
@@ -37,6 +39,24 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(k) = answer::key_info(&v) {
         assert!(k.created.values().all(|t| *t > 0), "{:?}", k.created);
+    }
+    let items = v["data"]["batch_results"].as_array().map_or(0, |a| a.len());
+    for n in [0, 1, 2, items, items + 1] {
+        let Some(got) = answer::batch_results(&v, "plaintext", n) else {
+            continue;
+        };
+        assert_eq!(got.len(), n);
+        for (i, item) in got.iter().enumerate() {
+            let sent = &v["data"]["batch_results"][i];
+            assert_eq!(sent["reference"].as_str(), Some(i.to_string().as_str()), "item {i} matched without its reference");
+            match item {
+                answer::BatchItem::Value(p) => assert_eq!(sent["plaintext"].as_str(), Some(p.as_str())),
+                answer::BatchItem::Refused(e) => {
+                    assert!(!e.is_empty() || sent["error"].as_str().is_some_and(|s| s.trim().is_empty()));
+                    assert!(e.chars().count() <= VAULT_MAX_ERROR_TEXT + 3);
+                }
+            }
+        }
     }
     let h = answer::node_health(&v);
     assert!(!h.version.is_empty());

@@ -68,6 +68,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Cap on requests in flight. Defaults to [`DEFAULT_MAX_IN_FLIGHT`].
     pub max_in_flight: usize,
+    /// Whether concurrent transit calls for one key and operation are
+    /// coalesced into `batch_input` calls. Defaults to true.
+    pub coalesce: bool,
     /// Drain time after SIGTERM. Defaults to [`DEFAULT_SHUTDOWN_TIMEOUT`].
     pub shutdown_timeout: Duration,
     /// Where `/livez`, `/readyz`, `/healthz` and `/metrics` are served;
@@ -158,6 +161,7 @@ impl Config {
                 .ok_or_else(|| format!("\"{raw}\" is not a number from 1 to {MAX_MAX_IN_FLIGHT}"))
         })?
         .unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        let coalesce = parsed(lookup("coalesce"), parse_bool)?.unwrap_or(true);
         let shutdown_timeout = parsed(lookup("shutdown-timeout"), |raw| {
             let d = parse_duration(raw)?;
             if d <= MAX_SHUTDOWN_TIMEOUT {
@@ -199,6 +203,7 @@ impl Config {
             decrypt_keys,
             auth,
             max_in_flight,
+            coalesce,
             shutdown_timeout,
             http_addr,
         })
@@ -212,7 +217,7 @@ impl Config {
                 .unwrap_or_else(|| "-".into())
         };
         format!(
-            "socket={} vault_addrs={} transit={}/{} decrypt_keys={} auth=[{}] namespace={} cacert={} client_cert={} tls_server_name={} skip_verify={} proxy={} vault_timeout={:?} max_in_flight={} shutdown_timeout={:?} http_addr={}",
+            "socket={} vault_addrs={} transit={}/{} decrypt_keys={} auth=[{}] namespace={} cacert={} client_cert={} tls_server_name={} skip_verify={} proxy={} vault_timeout={:?} max_in_flight={} coalesce={} shutdown_timeout={:?} http_addr={}",
             self.socket.display(),
             self.vault.addrs.join(","),
             self.transit_mount,
@@ -227,6 +232,7 @@ impl Config {
             self.vault.proxy.as_deref().unwrap_or("none"),
             self.vault.timeout,
             self.max_in_flight,
+            self.coalesce,
             self.shutdown_timeout,
             self.http_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         )

@@ -31,6 +31,7 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
     ("vault-proxy", Some("VAULT_PROXY_ADDR")),
     ("vault-timeout", None),
     ("max-in-flight", None),
+    ("coalesce", None),
     ("shutdown-timeout", None),
     ("http-addr", None),
 ];

@@ -41,6 +41,15 @@ fn defaults() {
     assert_eq!(c.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
     assert_eq!(c.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
     assert!(!c.vault.skip_verify);
+    assert!(c.coalesce, "coalescing is on by default");
+    let env = [("VAULT_ADDR", "http://127.0.0.1:8200"), ("VAULT_TOKEN", "t")];
+    assert!(
+        !resolve(&[("transit-key", "k"), ("coalesce", "false")], &env)
+            .unwrap()
+            .coalesce
+    );
+    let e = resolve(&[("transit-key", "k"), ("coalesce", "sometimes")], &env).unwrap_err();
+    assert!(e.0.contains("--coalesce") && e.0.contains("not a boolean"), "{e}");
     assert_eq!(
         c.auth,
         AuthConfig::Token(TokenSource::Env(Secret::new("s.topsecret".into())))

@@ -308,7 +308,7 @@ mod tests {
             mount: "transit".into(),
             key: "k".into(),
         };
-        Kms::new(vault, session, key, Vec::new(), Duration::from_millis(300))
+        Kms::new(vault, session, key, Vec::new(), Duration::from_millis(300), true)
     }
 
     fn closed_port() -> u16 {

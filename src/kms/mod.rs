@@ -3,6 +3,7 @@
 //! ([`health`]), and say what went wrong ([`KmsError`]). Nothing here knows
 //! gRPC or HTTP.
 
+mod coalesce;
 mod error;
 mod health;
 mod incarnation;
@@ -19,6 +20,8 @@ use crate::secret::Secret;
 use crate::session::Session;
 use crate::vault::{VaultClient, VaultError, VaultErrorClass};
 use crate::wire::{KeyName, KeyVersion, VaultCiphertext};
+use coalesce::Lane;
+use zeroize::Zeroizing;
 
 /// The KMS core. One per process, shared by reference across threads.
 pub struct Kms {
@@ -33,6 +36,91 @@ pub struct Kms {
     check_done: Condvar,
     /// The primary key's version creation times, for key ids.
     times: Mutex<incarnation::Times>,
+    /// Coalescing of concurrent transit calls (`--coalesce`); `None` when off.
+    lanes: Option<Lanes>,
+}
+
+type EncryptLane = Lane<Zeroizing<Vec<u8>>, Result<VaultCiphertext, VaultError>>;
+type DecryptLane = Lane<VaultCiphertext, Result<Vec<u8>, VaultError>>;
+
+/// One lane per key and operation: Encrypt with the primary key, Decrypt
+/// with each key this plugin decrypts with.
+struct Lanes {
+    encrypt: EncryptLane,
+    decrypt: Vec<(KeyName, DecryptLane)>,
+}
+
+/// How a lane's calls reach Vault: with the token of the request that
+/// sends them, within its deadline.
+struct Transit<'k> {
+    kms: &'k Kms,
+    key: &'k KeyName,
+    deadline: Instant,
+}
+
+impl Transit<'_> {
+    /// Every item's outcome: the call's own error fails them all.
+    fn each<T>(n: usize, r: Result<Vec<Result<T, VaultError>>, VaultError>) -> Vec<Result<T, VaultError>> {
+        r.unwrap_or_else(|e| (0..n).map(|_| Err(e.clone())).collect())
+    }
+
+    fn lost<T>(&self) -> Result<T, VaultError> {
+        Err(VaultError::BadResponse {
+            addr: self.kms.vault.preferred_addr().to_owned(),
+            path: format!("{}/{}", self.key.mount, self.key.key),
+            what: "a coalesced call gave no result for this request (a bug: see the log)".into(),
+        })
+    }
+
+    fn gave_up<T>(&self, caller_gone: bool, waited: Duration) -> Result<T, VaultError> {
+        let addr = self.kms.vault.preferred_addr().to_owned();
+        Err(if caller_gone {
+            VaultError::Abandoned { addr }
+        } else {
+            VaultError::Timeout { addr, after: waited }
+        })
+    }
+}
+
+impl coalesce::Backend<Zeroizing<Vec<u8>>, Result<VaultCiphertext, VaultError>> for Transit<'_> {
+    fn one(&self, pt: &Zeroizing<Vec<u8>>) -> Result<VaultCiphertext, VaultError> {
+        let (vault, d) = (&self.kms.vault, self.deadline);
+        self.kms.with_token(d, |t| vault.encrypt(t, self.key, pt, d))
+    }
+    fn many(&self, pts: &[&Zeroizing<Vec<u8>>]) -> Vec<Result<VaultCiphertext, VaultError>> {
+        let (vault, d) = (&self.kms.vault, self.deadline);
+        let pts: Vec<&[u8]> = pts.iter().map(|p| p.as_slice()).collect();
+        Self::each(
+            pts.len(),
+            self.kms.with_token(d, |t| vault.encrypt_batch(t, self.key, &pts, d)),
+        )
+    }
+    fn lost(&self) -> Result<VaultCiphertext, VaultError> {
+        Transit::lost(self)
+    }
+    fn gave_up(&self, caller_gone: bool, waited: Duration) -> Result<VaultCiphertext, VaultError> {
+        Transit::gave_up(self, caller_gone, waited)
+    }
+}
+
+impl coalesce::Backend<VaultCiphertext, Result<Vec<u8>, VaultError>> for Transit<'_> {
+    fn one(&self, ct: &VaultCiphertext) -> Result<Vec<u8>, VaultError> {
+        let (vault, d) = (&self.kms.vault, self.deadline);
+        self.kms.with_token(d, |t| vault.decrypt(t, self.key, ct, d))
+    }
+    fn many(&self, cts: &[&VaultCiphertext]) -> Vec<Result<Vec<u8>, VaultError>> {
+        let (vault, d) = (&self.kms.vault, self.deadline);
+        Self::each(
+            cts.len(),
+            self.kms.with_token(d, |t| vault.decrypt_batch(t, self.key, cts, d)),
+        )
+    }
+    fn lost(&self) -> Result<Vec<u8>, VaultError> {
+        Transit::lost(self)
+    }
+    fn gave_up(&self, caller_gone: bool, waited: Duration) -> Result<Vec<u8>, VaultError> {
+        Transit::gave_up(self, caller_gone, waited)
+    }
 }
 
 /// What an Encrypt produced: Vault's ciphertext and the key version that
@@ -50,8 +138,23 @@ impl Kms {
         key: KeyName,
         decrypt_keys: Vec<KeyName>,
         timeout: Duration,
+        coalesce: bool,
     ) -> Kms {
+        let on_batch: coalesce::OnBatch = |op, n| crate::metrics::metrics().coalesced(op, n);
+        let lanes = coalesce.then(|| Lanes {
+            encrypt: Lane::new("encrypt", on_batch, |pt: &Zeroizing<Vec<u8>>| pt.len()),
+            decrypt: std::iter::once(&key)
+                .chain(&decrypt_keys)
+                .map(|k| {
+                    (
+                        k.clone(),
+                        Lane::new("decrypt", on_batch, |ct: &VaultCiphertext| ct.as_str().len()),
+                    )
+                })
+                .collect(),
+        });
         Kms {
+            lanes,
             vault,
             session,
             key,
@@ -110,7 +213,17 @@ impl Kms {
             )));
         }
         let deadline = self.deadline();
-        let ct = self.with_token(deadline, |t| self.vault.encrypt(t, &self.key, plaintext, deadline))?;
+        let via = Transit {
+            kms: self,
+            key: &self.key,
+            deadline,
+        };
+        let ct = match &self.lanes {
+            Some(l) => l
+                .encrypt
+                .run(Zeroizing::new(plaintext.to_vec()), deadline, crate::caller::gone, &via),
+            None => coalesce::Backend::one(&via, &Zeroizing::new(plaintext.to_vec())),
+        }?;
         let kv = KeyVersion {
             name: self.key.clone(),
             version: ct.version(),
@@ -139,8 +252,25 @@ impl Kms {
                 self.key
             )));
         }
-        let deadline = self.deadline();
-        Ok(self.with_token(deadline, |t| self.vault.decrypt(t, key, ct, deadline))?)
+        Ok(self.decrypt_with(key, ct, self.deadline())?)
+    }
+
+    /// One transit decrypt with `key`, coalesced with others when on.
+    fn decrypt_with(&self, key: &KeyName, ct: &VaultCiphertext, deadline: Instant) -> Result<Vec<u8>, VaultError> {
+        let via = Transit {
+            kms: self,
+            key,
+            deadline,
+        };
+        let lane = self
+            .lanes
+            .as_ref()
+            .and_then(|l| l.decrypt.iter().find(|(k, _)| k == key))
+            .map(|(_, lane)| lane);
+        match lane {
+            Some(lane) => lane.run(ct.clone(), deadline, crate::caller::gone, &via),
+            None => coalesce::Backend::one(&via, ct),
+        }
     }
 
     /// Decrypts a ciphertext that does not name its key (a bare `vault:vN:`
@@ -152,7 +282,7 @@ impl Kms {
         let deadline = self.deadline();
         let mut result = Err(VaultError::Credentials("no key configured".into()));
         for key in std::iter::once(&self.key).chain(&self.decrypt_keys) {
-            result = self.with_token(deadline, |t| self.vault.decrypt(t, key, ct, deadline));
+            result = self.decrypt_with(key, ct, deadline);
             match &result {
                 Err(e) if e.class() == VaultErrorClass::Rejected => continue,
                 _ => break,

@@ -128,6 +128,46 @@ pub fn key_info(v: &serde_json::Value) -> Option<KeyInfo> {
     })
 }
 
+/// One item of a transit `batch_results` answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchItem {
+    /// The item's `<field>` (a ciphertext or a base64 plaintext).
+    Value(String),
+    /// Vault refused this item alone; its error text, shortened.
+    Refused(String),
+}
+
+/// `data.batch_results` of a transit batch answer to `n` items, each sent
+/// with `reference` equal to its position. An item is matched to its input
+/// by position and by reference both: the answer is used only if it holds
+/// exactly `n` objects and the one at position `i` carries reference
+/// `"i"`, so a result can never go to a request other than the one that
+/// sent the item. `None` otherwise (the whole batch then fails). An item
+/// with a non-empty `error` is refused; any other must have `<field>` as
+/// a string.
+pub fn batch_results(v: &serde_json::Value, field: &str, n: usize) -> Option<Vec<BatchItem>> {
+    let items = section(v, "data")?.get("batch_results")?.as_array()?;
+    if items.len() != n {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n);
+    for (i, item) in items.iter().enumerate() {
+        let item = item.as_object()?;
+        if item.get("reference").and_then(|r| r.as_str()) != Some(i.to_string().as_str()) {
+            return None;
+        }
+        let error = item.get("error").and_then(|e| e.as_str()).unwrap_or_default();
+        if !error.is_empty() {
+            out.push(BatchItem::Refused(error_text(
+                &serde_json::json!({ "errors": [error] }).to_string(),
+            )));
+            continue;
+        }
+        out.push(BatchItem::Value(item.get(field)?.as_str()?.to_owned()));
+    }
+    Some(out)
+}
+
 /// A `sys/health` answer.
 pub fn node_health(v: &serde_json::Value) -> NodeHealth {
     NodeHealth {
@@ -192,6 +232,50 @@ mod tests {
         assert_eq!((k.kind.as_str(), k.latest_version), ("aes256-gcm96", 2));
         assert!(key_info(&json!({"nodata": 1})).is_none());
         assert_eq!(transit_field(&json!({"data": {"ciphertext": 5}}), "ciphertext"), None);
+    }
+
+    #[test]
+    fn batch_results_match_by_position_and_reference() {
+        let v = json!({"data": {"batch_results": [
+            {"plaintext": "aGk=", "reference": "0"},
+            {"plaintext": "", "error": "cipher: message authentication failed", "reference": "1"},
+            {"plaintext": "eW8=", "reference": "2", "key_version": 1}
+        ]}});
+        assert_eq!(
+            batch_results(&v, "plaintext", 3),
+            Some(vec![
+                BatchItem::Value("aGk=".into()),
+                BatchItem::Refused("cipher: message authentication failed".into()),
+                BatchItem::Value("eW8=".into()),
+            ])
+        );
+        // Too few or too many items, a missing, swapped or non-string
+        // reference, a missing field: nothing is used.
+        assert_eq!(batch_results(&v, "plaintext", 2), None);
+        assert_eq!(batch_results(&v, "plaintext", 4), None);
+        let swapped = json!({"data": {"batch_results": [
+            {"plaintext": "eW8=", "reference": "1"}, {"plaintext": "aGk=", "reference": "0"}]}});
+        assert_eq!(batch_results(&swapped, "plaintext", 2), None);
+        for bad in [
+            json!({"data": {"batch_results": [{"plaintext": "aGk="}]}}),
+            json!({"data": {"batch_results": [{"plaintext": "aGk=", "reference": 0}]}}),
+            json!({"data": {"batch_results": [{"reference": "0"}]}}),
+            json!({"data": {"batch_results": [{"plaintext": 5, "reference": "0"}]}}),
+            json!({"data": {"batch_results": ["aGk="]}}),
+            json!({"data": {"batch_results": {"0": {"plaintext": "aGk=", "reference": "0"}}}}),
+            json!({"data": {"plaintext": "aGk="}}),
+        ] {
+            assert_eq!(batch_results(&bad, "plaintext", 1), None, "{bad}");
+        }
+        // An error text is one bounded line like any other Vault error.
+        let long = json!({"data": {"batch_results": [{"error": "x\n".repeat(400), "reference": "0"}]}});
+        let Some(items) = batch_results(&long, "plaintext", 1) else {
+            panic!("no items")
+        };
+        let [BatchItem::Refused(e)] = items.as_slice() else {
+            panic!("{items:?}")
+        };
+        assert!(e.len() <= VAULT_MAX_ERROR_TEXT + 3 && !e.contains('\n'), "{e}");
     }
 
     #[test]

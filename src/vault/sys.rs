@@ -23,6 +23,7 @@ impl VaultClient {
             path: "sys/health?standbyok=true&perfstandbyok=true",
             body: None,
             token: None,
+            batch: false,
         };
         self.inner
             .nodes

@@ -19,6 +19,7 @@ impl VaultClient {
             path,
             body: None,
             token: Some(token),
+            batch: false,
         };
         let Answer { addr, body: v } = self.call(&c, deadline)?;
         lookup_lease(&v).ok_or_else(|| bad(&addr, path, "no data object"))
@@ -34,6 +35,7 @@ impl VaultClient {
             path,
             body: Some(&body),
             token: Some(token),
+            batch: false,
         };
         let Answer { addr, body: v } = self.call(&c, deadline)?;
         auth_lease(&v).ok_or_else(|| bad(&addr, path, "no auth.lease_duration"))
@@ -48,6 +50,7 @@ impl VaultClient {
             path,
             body: Some(credentials.expose()),
             token: None,
+            batch: false,
         };
         let Answer { addr, body: v } = self.call(&c, deadline)?;
         login_token(&v).map_err(|what| bad(&addr, path, what))

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use base64::Engine as _;
 
-use super::answer::{key_info, transit_field};
+use super::answer::{batch_results, key_info, transit_field, BatchItem};
 use super::error::bad;
 use super::transport::{Answer, Call, Method};
 use super::{KeyInfo, VaultClient, VaultError};
@@ -20,6 +20,31 @@ struct TransitField {
     /// The call's path, `<mount>/<op>/<key>`.
     path: String,
     value: String,
+}
+
+/// Where a batch answer came from: what an item's error names.
+struct BatchOrigin {
+    addr: String,
+    path: String,
+    op: &'static str,
+}
+
+impl BatchOrigin {
+    /// An item's value, or the error Vault would have answered had the
+    /// item been sent alone (HTTP 400 with its text), so that callers see
+    /// the same error class either way.
+    fn item(&self, item: BatchItem) -> Result<String, VaultError> {
+        match item {
+            BatchItem::Value(v) => Ok(v),
+            BatchItem::Refused(message) => Err(VaultError::Status {
+                addr: self.addr.clone(),
+                op: self.op,
+                path: self.path.clone(),
+                status: 400,
+                message,
+            }),
+        }
+    }
 }
 
 impl VaultClient {
@@ -54,6 +79,92 @@ impl VaultClient {
             .map_err(|_| bad(&f.addr, &f.path, "data.plaintext is not base64"))
     }
 
+    /// One `POST /v1/<mount>/encrypt/<key>` with a `batch_input` of
+    /// `plaintexts`; the results in the same order. The outer error fails
+    /// every item (Vault refused the call); an inner one only its own.
+    pub fn encrypt_batch(
+        &self,
+        token: &Secret,
+        key: &KeyName,
+        plaintexts: &[&[u8]],
+        deadline: Instant,
+    ) -> Result<Vec<Result<VaultCiphertext, VaultError>>, VaultError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let items = plaintexts
+            .iter()
+            .enumerate()
+            .map(|(i, pt)| serde_json::json!({ "plaintext": b64.encode(pt), "reference": i.to_string() }));
+        let body = serde_json::json!({ "batch_input": items.collect::<Vec<_>>() }).to_string();
+        let (f, items) = self.transit_batch("encrypt", token, key, &body, "ciphertext", plaintexts.len(), deadline)?;
+        Ok(items
+            .into_iter()
+            .map(|item| {
+                let ct = f.item(item)?;
+                VaultCiphertext::parse(&ct, "vault's ciphertext").map_err(|e| bad(&f.addr, &f.path, &e.to_string()))
+            })
+            .collect())
+    }
+
+    /// One `POST /v1/<mount>/decrypt/<key>` with a `batch_input` of
+    /// `ciphertexts`; the plaintexts in the same order, each exactly as
+    /// Vault returned it for that item. Errors as for [`Self::encrypt_batch`].
+    pub fn decrypt_batch(
+        &self,
+        token: &Secret,
+        key: &KeyName,
+        ciphertexts: &[&VaultCiphertext],
+        deadline: Instant,
+    ) -> Result<Vec<Result<Vec<u8>, VaultError>>, VaultError> {
+        let items = ciphertexts
+            .iter()
+            .enumerate()
+            .map(|(i, ct)| serde_json::json!({ "ciphertext": ct.as_str(), "reference": i.to_string() }));
+        let body = serde_json::json!({ "batch_input": items.collect::<Vec<_>>() }).to_string();
+        let (f, items) = self.transit_batch("decrypt", token, key, &body, "plaintext", ciphertexts.len(), deadline)?;
+        Ok(items
+            .into_iter()
+            .map(|item| {
+                let pt = f.item(item)?;
+                base64::engine::general_purpose::STANDARD
+                    .decode(pt)
+                    .map_err(|_| bad(&f.addr, &f.path, "data.batch_results[].plaintext is not base64"))
+            })
+            .collect())
+    }
+
+    /// A batch call of `n` items: the call's origin (for messages) and its
+    /// items, matched to the inputs by position and reference.
+    #[allow(clippy::too_many_arguments)]
+    fn transit_batch(
+        &self,
+        op: &'static str,
+        token: &Secret,
+        key: &KeyName,
+        body: &str,
+        field: &str,
+        n: usize,
+        deadline: Instant,
+    ) -> Result<(BatchOrigin, Vec<BatchItem>), VaultError> {
+        let path = format!("{}/{op}/{}", key.mount, key.key);
+        let c = Call {
+            op,
+            method: Method::Post,
+            path: &path,
+            body: Some(body),
+            token: Some(token),
+            batch: true,
+        };
+        let Answer { addr, body: v } = self.call(&c, deadline)?;
+        let items = batch_results(&v, field, n).ok_or_else(|| {
+            bad(
+                &addr,
+                &path,
+                &format!("data.batch_results does not answer the {n} items sent, in order"),
+            )
+        })?;
+        Ok((BatchOrigin { addr, path, op }, items))
+    }
+
     /// `POST /v1/<mount>/<op>/<key>` with `body`; returns `data.<field>`.
     fn transit(
         &self,
@@ -71,6 +182,7 @@ impl VaultClient {
             path: &path,
             body: Some(body),
             token: Some(token),
+            batch: false,
         };
         let Answer { addr, body: v } = self.call(&c, deadline)?;
         let value = transit_field(&v, field).ok_or_else(|| bad(&addr, &path, &format!("no data.{field}")))?;
@@ -88,6 +200,7 @@ impl VaultClient {
             path: &path,
             body: None,
             token: Some(token),
+            batch: false,
         };
         let Answer { addr, body: v } = self.call(&c, deadline)?;
         key_info(&v).ok_or_else(|| bad(&addr, &path, "no data object"))

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod coalesce;
 mod deploy;
 mod ha;
 mod harness;

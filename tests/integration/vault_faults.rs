@@ -420,13 +420,16 @@ fn work_ends_at_the_callers_deadline() {
 /// A burst wider than the per-node connection cap (32) waits for free
 /// connections instead of opening one per request: with Vault 150 ms slow
 /// per chunk sent and 96 Encrypts at once, every one succeeds within its budget and no more
-/// than 32 connections to the node are ever open at once.
+/// than 32 connections to the node are ever open at once. Coalescing is off:
+/// it would fold the burst into a couple of calls (tests/integration/coalesce.rs),
+/// and the cap is for the calls that cannot be folded (many keys, or
+/// `--coalesce=false`).
 #[test]
 fn a_burst_shares_at_most_32_connections_per_node() {
     let dir = TempDir::new("connection-cap");
     let bao = Bao::dev(dir.path());
     let proxy = FaultProxy::start(&bao.addr);
-    let p = Plugin::start(dir.path(), &proxy.addr, &bao.token, &[]);
+    let p = Plugin::start(dir.path(), &proxy.addr, &bao.token, &["--coalesce=false"]);
     let c = std::sync::Arc::new(p.client());
     assert_eq!(status(&c).healthz, "ok");
     proxy.set_delay(Duration::from_millis(150));
