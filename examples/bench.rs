@@ -1,17 +1,27 @@
-//! Round-trip benchmark: Encrypt+Decrypt of a 32-byte DEK through the
-//! plugin's socket (KMS v2) versus the same two transit calls made directly
-//! to Vault with a keep-alive HTTP client, at several concurrencies.
-//! Run through `scripts/bench.sh`, which starts OpenBao and the plugin.
+//! The benchmark client (run through `scripts/bench.sh`, which starts
+//! OpenBao and the plugins): drives running plugins as kube-apiserver does
+//! (KMS v2 and v1 Encrypt and Decrypt of 32-byte DEKs over the socket) and
+//! the same load straight at transit over keep-alive HTTP, in one run, and
+//! prints side by side: requests/s, p50, p99, the ratio to direct transit,
+//! the plugin's CPU per call, its RSS and its Vault calls per 1,000
+//! requests. Then a v1 cold start: N sequential Decrypts of distinct
+//! ciphertexts, the way the apiserver refills its cache after a restart.
 //!
-//! usage: bench --socket PATH --vault-addr URL --key NAME [--round-trips N]
+//! usage: bench --vault-addr URL --key NAME
+//!              --plugin LABEL=SOCKET,PID,METRICS_ADDR [--plugin ...]
+//!              [--seconds S] [--conc 1,16,64] [--cold-start N]
+//!        bench --socket PATH --round-trips N --burst C   (memory and soak)
 //!        (token from VAULT_TOKEN)
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use trousseau::proto::v2;
+use trousseau::proto::{v1beta1, v2};
 use trousseau::tools::probe::{random_dek, KmsClient};
+
+type Failure = String;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -20,22 +30,34 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .cloned()
 }
 
-fn plugin_round_trip(c: &KmsClient, pt: &[u8]) -> Result<(), String> {
-    let mut e = v2::EncryptRequest::new();
-    e.plaintext = pt.to_vec();
-    e.uid = "bench".into();
-    let r = c.v2.encrypt(&e, c.opt()).map_err(|e| e.to_string())?;
-    let mut d = v2::DecryptRequest::new();
-    d.ciphertext = r.ciphertext;
-    d.key_id = r.key_id;
-    d.uid = "bench".into();
-    let back = c.v2.decrypt(&d, c.opt()).map_err(|e| e.to_string())?;
-    if back.plaintext != pt {
-        return Err("plaintext mismatch".into());
-    }
-    Ok(())
+fn args_all(args: &[String], name: &str) -> Vec<String> {
+    args.windows(2)
+        .filter(|w| w.first().is_some_and(|a| a == name))
+        .filter_map(|w| w.get(1).cloned())
+        .collect()
 }
 
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("bench: {msg}");
+    std::process::exit(1);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Encrypt,
+    Decrypt,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Encrypt => "encrypt",
+            Op::Decrypt => "decrypt",
+        }
+    }
+}
+
+/// Transit straight over HTTP, as a client without the plugin would call it.
 struct Direct {
     agent: ureq::Agent,
     addr: String,
@@ -44,10 +66,10 @@ struct Direct {
 }
 
 impl Direct {
-    fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, String> {
+    fn post(&self, op: &str, body: serde_json::Value) -> Result<serde_json::Value, Failure> {
         let mut r = self
             .agent
-            .post(format!("{}/v1/transit/{path}/{}", self.addr, self.key))
+            .post(format!("{}/v1/transit/{op}/{}", self.addr, self.key))
             .header("X-Vault-Token", &self.token)
             .header("Content-Type", "application/json")
             .send(body.to_string().as_bytes())
@@ -56,39 +78,446 @@ impl Direct {
         serde_json::from_str(&text).map_err(|e| e.to_string())
     }
 
-    fn round_trip(&self, pt: &[u8]) -> Result<(), String> {
+    fn encrypt(&self, pt: &[u8]) -> Result<String, Failure> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let e = self.post("encrypt", serde_json::json!({ "plaintext": b64.encode(pt) }))?;
-        let ct = e["data"]["ciphertext"].as_str().ok_or("no ciphertext")?.to_owned();
+        Ok(e["data"]["ciphertext"].as_str().ok_or("no ciphertext")?.to_owned())
+    }
+
+    fn decrypt(&self, ct: &str) -> Result<Vec<u8>, Failure> {
         let d = self.post("decrypt", serde_json::json!({ "ciphertext": ct }))?;
-        let back = b64
+        base64::engine::general_purpose::STANDARD
             .decode(d["data"]["plaintext"].as_str().ok_or("no plaintext")?)
-            .map_err(|e| e.to_string())?;
-        if back != pt {
-            return Err("plaintext mismatch".into());
-        }
-        Ok(())
+            .map_err(|e| e.to_string())
     }
 }
 
-/// Runs `total` round trips spread over `conc` threads; returns
-/// (round trips per second, p50, p99).
-fn run<F>(conc: usize, total: usize, f: Arc<F>) -> (f64, Duration, Duration)
+/// One running plugin: its socket's client, its pid (CPU, RSS) and its
+/// metrics address (Vault calls).
+struct Plugin {
+    label: String,
+    client: KmsClient,
+    pid: u32,
+    metrics: String,
+}
+
+impl Plugin {
+    fn v2_encrypt(&self, pt: &[u8]) -> Result<(Vec<u8>, String), Failure> {
+        let mut e = v2::EncryptRequest::new();
+        e.plaintext = pt.to_vec();
+        e.uid = "bench".into();
+        let r = self
+            .client
+            .v2
+            .encrypt(&e, self.client.opt())
+            .map_err(|e| e.to_string())?;
+        Ok((r.ciphertext, r.key_id))
+    }
+
+    fn v2_decrypt(&self, ct: &(Vec<u8>, String)) -> Result<Vec<u8>, Failure> {
+        let mut d = v2::DecryptRequest::new();
+        d.ciphertext = ct.0.clone();
+        d.key_id = ct.1.clone();
+        d.uid = "bench".into();
+        Ok(self
+            .client
+            .v2
+            .decrypt(&d, self.client.opt())
+            .map_err(|e| e.to_string())?
+            .plaintext)
+    }
+
+    fn v1_encrypt(&self, pt: &[u8]) -> Result<Vec<u8>, Failure> {
+        let mut e = v1beta1::EncryptRequest::new();
+        e.version = "v1beta1".into();
+        e.plain = pt.to_vec();
+        Ok(self
+            .client
+            .v1
+            .encrypt(&e, self.client.opt())
+            .map_err(|e| e.to_string())?
+            .cipher)
+    }
+
+    fn v1_decrypt(&self, cipher: &[u8]) -> Result<Vec<u8>, Failure> {
+        let mut d = v1beta1::DecryptRequest::new();
+        d.version = "v1beta1".into();
+        d.cipher = cipher.to_vec();
+        Ok(self
+            .client
+            .v1
+            .decrypt(&d, self.client.opt())
+            .map_err(|e| e.to_string())?
+            .plain)
+    }
+
+    /// User + system CPU seconds so far.
+    fn cpu(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the command name, which ends at the last ')'.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 here.
+        (ticks(11) + ticks(12)) / clock_ticks()
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Transit encrypt and decrypt calls the plugin made so far (health
+    /// checks included), from its /metrics.
+    fn vault_calls(&self) -> f64 {
+        let text = ureq::get(format!("http://{}/metrics", self.metrics))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("trousseau_vault_requests_total{endpoint=\"encrypt\"")
+                    || l.starts_with("trousseau_vault_requests_total{endpoint=\"decrypt\"")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+fn clock_ticks() -> f64 {
+    // CLK_TCK is 100 on every Linux architecture we build for.
+    100.0
+}
+
+/// A plugin's ciphertexts to decrypt: v2 (ciphertext, key id) and v1 ciphers.
+type Pools = (Arc<Vec<(Vec<u8>, String)>>, Arc<Vec<Vec<u8>>>);
+
+struct Measured {
+    ops: f64,
+    p50: Duration,
+    p99: Duration,
+    calls: usize,
+}
+
+/// Runs `f` on `conc` threads for `secs`; any failure ends the run.
+fn run<F>(conc: usize, secs: Duration, f: Arc<F>) -> Measured
 where
-    F: Fn() -> Result<(), String> + Send + Sync + 'static,
+    F: Fn(usize) -> Result<(), Failure> + Send + Sync + 'static,
 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..conc)
+        .map(|t| {
+            let (f, stop) = (f.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    let at = Instant::now();
+                    if let Err(e) = f(i) {
+                        fail(format!("a call failed: {e}"));
+                    }
+                    lat.push(at.elapsed());
+                    i += conc;
+                }
+                lat
+            })
+        })
+        .collect();
+    std::thread::sleep(secs);
+    stop.store(true, Ordering::Relaxed);
+    let mut all: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
+    let took = start.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    Measured {
+        ops: all.len() as f64 / took,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        calls: all.len(),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn header() {
+    println!(
+        "{:<26} {:>4} {:>9} {:>8} {:>8} {:>8} {:>10} {:>11} {:>8}",
+        "path", "conc", "req/s", "p50 ms", "p99 ms", "x direct", "CPU us/req", "vault/1000", "RSS KiB"
+    );
+}
+
+/// One plugin row: the load, then what it cost the plugin.
+fn plugin_row<F>(p: &Plugin, name: &str, conc: usize, secs: Duration, direct: f64, f: Arc<F>)
+where
+    F: Fn(usize) -> Result<(), Failure> + Send + Sync + 'static,
+{
+    let (cpu0, calls0) = (p.cpu(), p.vault_calls());
+    let m = run(conc, secs, f);
+    let (cpu, calls) = (p.cpu() - cpu0, p.vault_calls() - calls0);
+    let n = m.calls.max(1) as f64;
+    println!(
+        "{:<26} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>10.0} {:>11.0} {:>8}",
+        format!("{} {name}", p.label),
+        conc,
+        m.ops,
+        ms(m.p50),
+        ms(m.p99),
+        m.ops / direct.max(1e-9),
+        cpu * 1e6 / n,
+        calls * 1000.0 / n,
+        p.status_kib("VmRSS:")
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let token = std::env::var("VAULT_TOKEN").unwrap_or_default();
+    let timeout = Duration::from_secs(3);
+    let pt = Arc::new(random_dek().unwrap_or_else(|_| vec![7u8; 32]));
+
+    // `--burst N`: only v2 round trips, N at once, until --round-trips are
+    // done (scripts/bench-memory.sh and scripts/soak.sh).
+    if let Some(conc) = arg(&args, "--burst").and_then(|n| n.parse::<usize>().ok()) {
+        let socket = arg(&args, "--socket").unwrap_or_else(|| fail("--burst needs --socket"));
+        let total: usize = arg(&args, "--round-trips").and_then(|n| n.parse().ok()).unwrap_or(2000);
+        burst(&socket, conc.max(1), total, timeout, &pt);
+        return;
+    }
+
+    let (Some(addr), Some(key)) = (arg(&args, "--vault-addr"), arg(&args, "--key")) else {
+        fail("usage: bench --vault-addr URL --key NAME --plugin LABEL=SOCKET,PID,METRICS_ADDR ... [--seconds S] [--conc 1,16,64] [--cold-start N]");
+    };
+    let secs = Duration::from_secs_f64(arg(&args, "--seconds").and_then(|s| s.parse().ok()).unwrap_or(5.0));
+    let concs: Vec<usize> = arg(&args, "--conc")
+        .unwrap_or_else(|| "1,16,64".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let cold: usize = arg(&args, "--cold-start").and_then(|n| n.parse().ok()).unwrap_or(0);
+    let plugins: Vec<Arc<Plugin>> = args_all(&args, "--plugin")
+        .iter()
+        .map(|spec| {
+            let parsed = spec.split_once('=').and_then(|(label, rest)| {
+                let mut it = rest.split(',');
+                Some((label, it.next()?, it.next()?.parse::<u32>().ok()?, it.next()?))
+            });
+            let Some((label, socket, pid, metrics)) = parsed else {
+                fail(format!("--plugin {spec}: want LABEL=SOCKET,PID,METRICS_ADDR"));
+            };
+            Arc::new(Plugin {
+                label: label.to_owned(),
+                client: KmsClient::connect(std::path::Path::new(socket), timeout),
+                pid,
+                metrics: metrics.to_owned(),
+            })
+        })
+        .collect();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .max_idle_connections_per_host(128)
+        .build()
+        .into();
+    let direct = Arc::new(Direct {
+        agent,
+        addr,
+        key,
+        token,
+    });
+
+    // Ciphertexts to decrypt, 256 of each kind, made through each path
+    // (which also warms up connections and threads).
+    const POOL: usize = 256;
+    let direct_cts: Arc<Vec<String>> = Arc::new(
+        (0..POOL)
+            .map(|_| direct.encrypt(&pt).unwrap_or_else(|e| fail(e)))
+            .collect(),
+    );
+    let pools: Vec<Pools> = plugins
+        .iter()
+        .map(|p| {
+            let v2: Vec<_> = (0..POOL)
+                .map(|_| p.v2_encrypt(&pt).unwrap_or_else(|e| fail(e)))
+                .collect();
+            let v1: Vec<_> = (0..POOL)
+                .map(|_| p.v1_encrypt(&pt).unwrap_or_else(|e| fail(e)))
+                .collect();
+            (Arc::new(v2), Arc::new(v1))
+        })
+        .collect();
+
+    println!(
+        "{:.0} s per row; 32-byte DEKs; x direct = req/s over direct transit's at that concurrency; CPU and RSS are the plugin's",
+        secs.as_secs_f64()
+    );
+    header();
+    for op in [Op::Encrypt, Op::Decrypt] {
+        for &conc in &concs {
+            let (d, p, cts) = (direct.clone(), pt.clone(), direct_cts.clone());
+            let m = run(
+                conc,
+                secs,
+                Arc::new(move |i: usize| match op {
+                    Op::Encrypt => d.encrypt(&p).map(drop),
+                    Op::Decrypt => match cts.get(i % POOL) {
+                        Some(ct) => check(&d.decrypt(ct)?, &p),
+                        None => Err("empty pool".into()),
+                    },
+                }),
+            );
+            println!(
+                "{:<26} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>11} {:>8}",
+                format!("direct transit {}", op.name()),
+                conc,
+                m.ops,
+                ms(m.p50),
+                ms(m.p99),
+                1.0,
+                "-",
+                1000,
+                "-"
+            );
+            for (plugin, (v2_pool, v1_pool)) in plugins.iter().zip(&pools) {
+                for api in ["v2", "v1"] {
+                    let (pl, p, v2_pool, v1_pool) = (plugin.clone(), pt.clone(), v2_pool.clone(), v1_pool.clone());
+                    let f = Arc::new(move |i: usize| match (op, api) {
+                        (Op::Encrypt, "v2") => pl.v2_encrypt(&p).map(drop),
+                        (Op::Encrypt, _) => pl.v1_encrypt(&p).map(drop),
+                        (Op::Decrypt, "v2") => match v2_pool.get(i % POOL) {
+                            Some(ct) => check(&pl.v2_decrypt(ct)?, &p),
+                            None => Err("empty pool".into()),
+                        },
+                        (Op::Decrypt, _) => match v1_pool.get(i % POOL) {
+                            Some(ct) => check(&pl.v1_decrypt(ct)?, &p),
+                            None => Err("empty pool".into()),
+                        },
+                    });
+                    plugin_row(plugin, &format!("{api} {}", op.name()), conc, secs, m.ops, f);
+                }
+            }
+        }
+    }
+    for p in &plugins {
+        println!(
+            "{}: RSS now {} KiB, peak (VmHWM) {} KiB",
+            p.label,
+            p.status_kib("VmRSS:"),
+            p.status_kib("VmHWM:")
+        );
+    }
+    if cold > 0 {
+        cold_start(&plugins, &direct, &pt, cold);
+    }
+}
+
+fn check(got: &[u8], want: &[u8]) -> Result<(), Failure> {
+    if got == want {
+        Ok(())
+    } else {
+        Err("plaintext mismatch".into())
+    }
+}
+
+/// N distinct v1 ciphertexts (made through the first plugin, 16 at once),
+/// then N sequential Decrypts of them through each plugin, and of their
+/// transit ciphertexts straight at transit.
+fn cold_start(plugins: &[Arc<Plugin>], direct: &Direct, pt: &Arc<Vec<u8>>, n: usize) {
+    let Some(maker) = plugins.first() else { return };
+    let made = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            let (maker, made, pt) = (maker.clone(), made.clone(), pt.clone());
+            std::thread::spawn(move || {
+                for _ in (w..n).step_by(16) {
+                    let c = maker.v1_encrypt(&pt).unwrap_or_else(|e| fail(e));
+                    made.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    let ciphers = std::mem::take(&mut *made.lock().unwrap_or_else(|e| e.into_inner()));
+    // A v1 cipher is `vault-transit:<mount>/<key>:` and transit's own.
+    let transit: Vec<String> = ciphers
+        .iter()
+        .map(|c| {
+            let s = String::from_utf8_lossy(c);
+            s.find("vault:v")
+                .map(|i| s[i..].to_owned())
+                .unwrap_or_else(|| fail("no transit ciphertext in a v1 cipher"))
+        })
+        .collect();
+    println!("v1 cold start: {n} sequential Decrypts of distinct ciphertexts");
+    let timed = |f: &dyn Fn(usize) -> Result<(), Failure>| {
+        let start = Instant::now();
+        for i in 0..n {
+            if let Err(e) = f(i) {
+                fail(format!("cold start: {e}"));
+            }
+        }
+        start.elapsed()
+    };
+    let d = timed(&|i| match transit.get(i) {
+        Some(ct) => check(&direct.decrypt(ct)?, pt),
+        None => Err("missing".into()),
+    });
+    println!("  direct transit: {:.2} s", d.as_secs_f64());
+    for p in plugins {
+        let (cpu0, calls0) = (p.cpu(), p.vault_calls());
+        let t = timed(&|i| match ciphers.get(i) {
+            Some(c) => check(&p.v1_decrypt(c)?, pt),
+            None => Err("missing".into()),
+        });
+        println!(
+            "  {}: {:.2} s = {:.2} x direct; CPU {:.0} us per Decrypt; {:.0} vault calls per 1000",
+            p.label,
+            t.as_secs_f64(),
+            t.as_secs_f64() / d.as_secs_f64().max(1e-9),
+            (p.cpu() - cpu0) * 1e6 / n as f64,
+            (p.vault_calls() - calls0) * 1000.0 / n as f64
+        );
+    }
+}
+
+/// `--burst`: v2 round trips, `conc` at once, `total` in all.
+fn burst(socket: &str, conc: usize, total: usize, timeout: Duration, pt: &Arc<Vec<u8>>) {
+    let client = Arc::new(KmsClient::connect(std::path::Path::new(socket), timeout));
     let per = total / conc;
     let start = Instant::now();
     let handles: Vec<_> = (0..conc)
         .map(|_| {
-            let f = f.clone();
+            let (c, pt) = (client.clone(), pt.clone());
             std::thread::spawn(move || {
                 let mut lat = Vec::with_capacity(per);
                 for _ in 0..per {
                     let t = Instant::now();
-                    if let Err(e) = f() {
-                        eprintln!("round trip failed: {e}");
-                        std::process::exit(1);
+                    let mut e = v2::EncryptRequest::new();
+                    e.plaintext = pt.to_vec();
+                    e.uid = "bench".into();
+                    let r =
+                        c.v2.encrypt(&e, c.opt())
+                            .unwrap_or_else(|e| fail(format!("round trip failed: {e}")));
+                    let mut d = v2::DecryptRequest::new();
+                    d.ciphertext = r.ciphertext;
+                    d.key_id = r.key_id;
+                    d.uid = "bench".into();
+                    let back =
+                        c.v2.decrypt(&d, c.opt())
+                            .unwrap_or_else(|e| fail(format!("round trip failed: {e}")));
+                    if back.plaintext != *pt {
+                        fail("round trip failed: plaintext mismatch");
                     }
                     lat.push(t.elapsed());
                 }
@@ -104,80 +533,11 @@ where
             .copied()
             .unwrap_or_default()
     };
-    (all.len() as f64 / secs, pct(0.5), pct(0.99))
-}
-
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let (Some(socket), Some(addr), Some(key)) =
-        (arg(&args, "--socket"), arg(&args, "--vault-addr"), arg(&args, "--key"))
-    else {
-        eprintln!("usage: bench --socket PATH --vault-addr URL --key NAME [--round-trips N]");
-        std::process::exit(2);
-    };
-    let total: usize = arg(&args, "--round-trips").and_then(|n| n.parse().ok()).unwrap_or(2000);
-    // `--burst N`: only plugin round trips, N at once (scripts/bench-memory.sh).
-    let burst: Option<usize> = arg(&args, "--burst").and_then(|n| n.parse().ok());
-    let token = std::env::var("VAULT_TOKEN").unwrap_or_default();
-    let client = Arc::new(KmsClient::connect(
-        std::path::Path::new(&socket),
-        Duration::from_secs(3),
-    ));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(3)))
-        .max_idle_connections_per_host(64)
-        .build()
-        .into();
-    let direct = Arc::new(Direct {
-        agent,
-        addr,
-        key,
-        token,
-    });
-    let pt = Arc::new(random_dek().unwrap_or_else(|_| vec![7u8; 32]));
-
-    if let Some(conc) = burst {
-        // Any failed round trip ends the run with status 1 (see `run`).
-        let (c, p) = (client.clone(), pt.clone());
-        let (ops, p50, p99) = run(conc, total, Arc::new(move || plugin_round_trip(&c, &p)));
-        println!(
-            "burst: {total} round trips, {conc} at once, none failed: {ops:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
-        );
-        return;
-    }
-
-    // Warm up connections on both paths.
-    for _ in 0..50 {
-        let _ = plugin_round_trip(&client, &pt);
-        let _ = direct.round_trip(&pt);
-    }
-    println!("{total} round trips (Encrypt + Decrypt of a 32-byte DEK) per row");
     println!(
-        "{:<28} {:>4} {:>14} {:>10} {:>10}",
-        "path", "conc", "round trips/s", "p50 ms", "p99 ms"
+        "burst: {} round trips, {conc} at once, none failed: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+        all.len(),
+        all.len() as f64 / secs,
+        ms(pct(0.5)),
+        ms(pct(0.99))
     );
-    for conc in [1usize, 16] {
-        let (c, p) = (client.clone(), pt.clone());
-        let (ops, p50, p99) = run(conc, total, Arc::new(move || plugin_round_trip(&c, &p)));
-        println!(
-            "{:<28} {:>4} {:>14.0} {:>10.2} {:>10.2}",
-            "plugin (gRPC socket, v2)",
-            conc,
-            ops,
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
-        );
-        let (d, p) = (direct.clone(), pt.clone());
-        let (ops, p50, p99) = run(conc, total, Arc::new(move || d.round_trip(&p)));
-        println!(
-            "{:<28} {:>4} {:>14.0} {:>10.2} {:>10.2}",
-            "direct transit (HTTP)",
-            conc,
-            ops,
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
-        );
-    }
 }

@@ -1,38 +1,52 @@
 #!/usr/bin/env bash
-# Rerunnable benchmark: starts an OpenBao dev server and the release plugin
-# on loopback, then compares Encrypt+Decrypt round trips through the plugin's
-# socket with the same transit calls made directly, at concurrency 1 and 16.
-# usage: scripts/bench.sh [ROUND_TRIPS_PER_ROW]   (default 2000)
-# BIN=path/to/trousseau benchmarks that plugin binary (e.g. the static one
-# from scripts/build-static.sh) instead of building target/release/trousseau.
+# Rerunnable benchmark: starts an OpenBao dev server and two release
+# plugins on loopback (coalescing on, and --coalesce=false), then drives
+# KMS v2 and v1 Encrypt and Decrypt through each plugin's socket and the
+# same calls straight at transit, at concurrency 1, 16 and 64, side by side
+# in one run, and a v1 cold start (N sequential Decrypts of distinct
+# ciphertexts). Prints req/s, p50, p99, the ratio to direct transit, the
+# plugin's CPU per request, its RSS and its Vault calls per 1,000 requests.
+# usage: scripts/bench.sh [SECONDS_PER_ROW] [COLD_START_DECRYPTS]   (default 5 10000)
+# BIN=path/to/trousseau benchmarks that plugin binary instead of building
+# target/release/trousseau; BEFORE=path/to/old/trousseau adds a third
+# plugin, run as it is (for before/after figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_deps
 ensure_bao
-n="${1:-2000}"
+secs="${1:-5}"
+cold="${2:-10000}"
 
 bench_workdir bench
-
 start_dev_openbao "$work" bench-root
-
 bench_build
 echo "==> plugin: $plugin ($(stat -c %s "$plugin") bytes)"
-RUST_LOG=warn VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$BAO_TOKEN" \
-    "$plugin" serve --socket "$work/kms.sock" --transit-key kube --http-addr "" >"$work/plugin.log" 2>&1 &
-plugin_pid=$!
-wait_for_socket "$work/kms.sock" "$work/plugin.log"
-sleep 1 # let the start-up health probe finish
-rss_kib() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$plugin_pid/status"; }
-idle_rss="$(rss_kib VmRSS)"
+
+pids=()
+specs=()
+# usage: start_one LABEL BINARY [FLAGS...]
+start_one() {
+    local label="$1" bin="$2" port
+    shift 2
+    port="$(free_port)"
+    RUST_LOG=warn VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$BAO_TOKEN" \
+        "$bin" serve --socket "$work/$label.sock" --transit-key kube --http-addr "127.0.0.1:$port" \
+        "$@" >"$work/$label.log" 2>&1 &
+    pids+=("$!")
+    plugin_pid="${pids[*]}" # bench_cleanup stops them all
+    wait_for_socket "$work/$label.sock" "$work/$label.log"
+    specs+=(--plugin "$label=$work/$label.sock,$!,127.0.0.1:$port")
+}
+start_one coalesce-on "$plugin"
+start_one coalesce-off "$plugin" --coalesce=false
+if [ -n "${BEFORE:-}" ]; then
+    start_one before "$BEFORE"
+fi
+sleep 1 # let the start-up health checks finish
+for i in "${!pids[@]}"; do
+    echo "${specs[$((2 * i + 1))]%%=*}: idle RSS $(awk '$1 == "VmRSS:" { print $2 }' "/proc/${pids[$i]}/status") KiB after start-up"
+done
 
 VAULT_TOKEN="$BAO_TOKEN" target/release/examples/bench \
-    --socket "$work/kms.sock" --vault-addr "$BAO_ADDR" --key kube --round-trips "$n"
-
-# The plugin's own CPU time (user + system) over everything it served: the
-# 50 warm-up and 2 x N measured round trips. Less noisy than throughput on a
-# shared machine, and what an allocator or profile change moves.
-read -r utime stime < <(awk '{ print $14, $15 }' "/proc/$plugin_pid/stat")
-awk -v u="$utime" -v s="$stime" -v hz="$(getconf CLK_TCK)" -v n="$((2 * n + 50))" \
-    'BEGIN { t = (u + s) / hz; printf "plugin CPU: %.2f s (user %.2f, sys %.2f) for %d round trips = %.0f us each\n", t, u / hz, s / hz, n, t * 1e6 / n }'
-echo "plugin memory: idle RSS $idle_rss KiB after start-up; after the load RSS $(rss_kib VmRSS) KiB, peak (VmHWM) $(rss_kib VmHWM) KiB"
+    --vault-addr "$BAO_ADDR" --key kube --seconds "$secs" --cold-start "$cold" "${specs[@]}"
