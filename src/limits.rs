@@ -75,6 +75,13 @@ pub const HEALTH_CHECK_PLAINTEXT: &[u8] = b"trousseau-health-probe";
 /// while halving the address space a full in-flight cap reserves.
 pub const WORKER_STACK: usize = 1024 * 1024;
 
+/// How long a request thread stays parked for the next request before it
+/// exits. A busy apiserver sends the next call within milliseconds, so
+/// 10 s keeps every thread of a burst for the one after it; an idle plugin
+/// (Status every 60 s) is back to no parked threads, and to its idle RSS,
+/// 10 s after its last burst.
+pub const WORKER_IDLE_EXIT: Duration = Duration::from_secs(10);
+
 /// gRPC completion-queue threads. Handlers only hand work to a new thread,
 /// so two (one per core of a typical control-plane VM) are plenty.
 pub const GRPC_CQ_COUNT: usize = 2;

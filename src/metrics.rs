@@ -4,6 +4,7 @@
 //! the transit key version; build info. One process-wide set, recorded from
 //! the gRPC workers and the Vault client, read by `/metrics`.
 
+use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -38,7 +39,23 @@ struct OperationLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VaultLabels {
     endpoint: &'static str,
-    status: String,
+    status: Cow<'static, str>,
+}
+
+/// The status label, without an allocation for the statuses Vault answers
+/// with day to day.
+fn status_label(status: Option<u16>) -> Cow<'static, str> {
+    Cow::Borrowed(match status {
+        None => "error",
+        Some(200) => "200",
+        Some(204) => "204",
+        Some(400) => "400",
+        Some(403) => "403",
+        Some(429) => "429",
+        Some(500) => "500",
+        Some(503) => "503",
+        Some(other) => return Cow::Owned(other.to_string()),
+    })
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -246,7 +263,7 @@ impl Metrics {
 
     /// One HTTP call to Vault; `status` is `None` when no answer came.
     pub fn vault_call(&self, endpoint: &'static str, status: Option<u16>, took: Duration) {
-        let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        let status = status_label(status);
         self.vault_requests
             .get_or_create(&VaultLabels { endpoint, status })
             .inc();
@@ -282,6 +299,7 @@ mod tests {
         m.request("v2", "encrypt", "ok", Duration::from_millis(3));
         m.vault_call("encrypt", Some(200), Duration::from_millis(1));
         m.vault_call("login", None, Duration::from_millis(1));
+        m.vault_call("login", Some(418), Duration::from_millis(1));
         m.coalesced("decrypt", 1);
         m.coalesced("decrypt", 5);
         let text = m.render(&Snapshot {
@@ -295,6 +313,7 @@ mod tests {
             "trousseau_kms_request_duration_seconds_count{api=\"v2\",operation=\"encrypt\"} 2",
             "trousseau_vault_requests_total{endpoint=\"encrypt\",status=\"200\"} 1",
             "trousseau_vault_requests_total{endpoint=\"login\",status=\"error\"} 1",
+            "trousseau_vault_requests_total{endpoint=\"login\",status=\"418\"} 1",
             "trousseau_kms_requests_in_flight 3",
             "trousseau_coalesced_requests_per_call_count{operation=\"decrypt\"} 2",
             "trousseau_coalesced_requests_per_call_sum{operation=\"decrypt\"} 6.0",

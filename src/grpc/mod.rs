@@ -1,11 +1,13 @@
 //! The gRPC layer: both KMS services on one Unix socket, each request on its
-//! own OS thread under the in-flight cap ([`dispatch`]), its outcome logged
+//! own OS thread (parked between requests: [`workers`]) under the in-flight
+//! cap ([`dispatch`]), its outcome logged
 //! and counted, its error mapped to a status in one place ([`status`]).
 //! The adapters ([`v1`], [`v2`]) translate messages and nothing else.
 
 mod status;
 mod v1;
 mod v2;
+mod workers;
 
 use std::path::Path;
 use std::sync::{mpsc, Arc};
@@ -15,7 +17,7 @@ use grpcio::{ChannelBuilder, EnvBuilder, RpcContext, RpcStatus, ServerBuilder, S
 
 use crate::kms::{Kms, KmsError};
 use crate::limits::MAX_LOGGED_UID;
-use crate::limits::{CANCEL_GRACE, GRPC_CQ_COUNT, MAX_GRPC_MESSAGE, WORKER_STACK};
+use crate::limits::{CANCEL_GRACE, GRPC_CQ_COUNT, MAX_GRPC_MESSAGE};
 use crate::proto;
 use status::to_rpc_status;
 
@@ -26,16 +28,22 @@ pub use v2::API_VERSION as V2_API_VERSION;
 /// count, which `/metrics` also reads.
 pub type InFlight = crate::permits::Permits;
 
-/// What every handler shares: the core and the in-flight cap.
+/// What every handler shares: the core, the in-flight cap and the
+/// request threads.
 #[derive(Clone)]
 pub struct Shared {
     kms: Arc<Kms>,
     in_flight: InFlight,
+    workers: workers::Workers,
 }
 
 impl Shared {
     pub fn new(kms: Arc<Kms>, in_flight: InFlight) -> Shared {
-        Shared { kms, in_flight }
+        Shared {
+            kms,
+            in_flight,
+            workers: workers::Workers::default(),
+        }
     }
 }
 
@@ -124,36 +132,36 @@ fn dispatch<Resp, F>(
         return refuse(KmsError::Overloaded(shared.in_flight.max()), sink);
     };
     let kms = shared.kms.clone();
-    let uid2 = uid.clone();
     let deadline = ctx.deadline();
-    let spawned = std::thread::Builder::new()
-        .name(format!("kms-{op}"))
-        .stack_size(WORKER_STACK)
-        .spawn(move || {
-            let _permit = permit;
-            // A panic (a bug) fails only this request, with INTERNAL, and
-            // is counted; the permit is released either way.
-            // The work ends once the apiserver's deadline has passed
-            // (`caller`), or at --vault-timeout, whichever comes first.
-            let serve = || crate::caller::serve(move || deadline.exceeded(), || work(&kms));
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(serve)).unwrap_or_else(|_| {
-                crate::metrics::metrics().panicked("request");
-                Err(KmsError::Internal(
-                    "the plugin failed unexpectedly on this request (a bug: see the log)".into(),
-                ))
-            });
-            log_outcome(api, op, &uid2, start, result.as_ref().map(|_| ()));
-            let f = match result {
-                Ok(resp) => sink.success(resp),
-                Err(e) => sink.fail(to_rpc_status(&e)),
-            };
-            if let Err(e) = futures_executor::block_on(f) {
-                log::debug!("api={api} op={op} uid={uid2} reply not delivered: {e}");
-            }
+    let started = shared.workers.run(move || {
+        // A panic (a bug) fails only this request, with INTERNAL, and
+        // is counted; the permit is released either way.
+        // The work ends once the apiserver's deadline has passed
+        // (`caller`), or at --vault-timeout, whichever comes first.
+        let serve = || crate::caller::serve(move || deadline.exceeded(), || work(&kms));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(serve)).unwrap_or_else(|_| {
+            crate::metrics::metrics().panicked("request");
+            Err(KmsError::Internal(
+                "the plugin failed unexpectedly on this request (a bug: see the log)".into(),
+            ))
         });
-    if let Err(e) = spawned {
-        // The closure (sink included) was dropped: gRPC cancels the call.
-        log::error!("api={api} op={op} uid={uid} cannot start a worker thread: {e}");
+        log_outcome(api, op, &uid, start, result.as_ref().map(|_| ()));
+        let f = match result {
+            Ok(resp) => sink.success(resp),
+            Err(e) => sink.fail(to_rpc_status(&e)),
+        };
+        // The reply is written here; the future resolves when gRPC core has
+        // finished with it. It must be kept until then: dropping it drops
+        // the last reference to the call, and gRPC core cancels a call
+        // unreferenced before it completes (measured: CANCELLED replies).
+        if let Err(e) = futures_executor::block_on(f) {
+            log::debug!("api={api} op={op} uid={} reply not delivered: {e}", log_safe_uid(&uid));
+        }
+        drop(permit);
+    });
+    if let Err(e) = started {
+        // The job (sink included) was dropped: gRPC cancels the call.
+        log::error!("api={api} op={op} cannot start a worker thread: {e}");
     }
 }
 

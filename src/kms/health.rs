@@ -76,6 +76,14 @@ impl Kms {
         }
     }
 
+    /// The Status answer when the cached check is fresh, without waiting or
+    /// calling Vault: the gRPC layer then answers on its completion-queue
+    /// thread instead of starting a request thread for nothing.
+    pub fn status_if_fresh(&self) -> Option<StatusReport> {
+        let st = lock(&self.check);
+        fresh(&st.health).then(|| self.report(&st.health))
+    }
+
     /// Health and current key id, from a health check at most
     /// [`HEALTHY_CHECK_TTL`] old (or [`FAILING_CHECK_TTL`] when failing).
     /// Concurrent callers share one check: a burst of Status calls costs
@@ -345,6 +353,26 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(2), "status waited {:?}", t.elapsed());
         assert!(r.healthy.is_err(), "{r:?}");
         assert_eq!(r.key_id.as_deref(), Some("vault-transit:transit/k:v3"));
+    }
+
+    /// Only a fresh check is answered without a thread; anything else
+    /// goes to `status`, which may call Vault.
+    #[test]
+    fn status_if_fresh_answers_only_from_a_fresh_check() {
+        let kms = kms_without_vault();
+        assert!(kms.status_if_fresh().is_none(), "nothing checked yet");
+        lock(&kms.check).health = Health::Ok {
+            at: Instant::now(),
+            version: 2,
+        };
+        let r = kms.status_if_fresh().expect("a fresh ok");
+        assert!(r.healthy.is_ok());
+        assert_eq!(r.key_id.as_deref(), Some("vault-transit:transit/k:v2"));
+        lock(&kms.check).health = Health::Ok {
+            at: Instant::now() - HEALTHY_CHECK_TTL - Duration::from_millis(1),
+            version: 2,
+        };
+        assert!(kms.status_if_fresh().is_none(), "a stale ok must be checked again");
     }
 
     /// A request that finds Vault unavailable drops a cached "ok" at once.
