@@ -150,14 +150,18 @@ fn dispatch<Resp, F>(
             Ok(resp) => sink.success(resp),
             Err(e) => sink.fail(to_rpc_status(&e)),
         };
+        drop(permit);
         // The reply is written here; the future resolves when gRPC core has
         // finished with it. It must be kept until then: dropping it drops
         // the last reference to the call, and gRPC core cancels a call
         // unreferenced before it completes (measured: CANCELLED replies).
-        if let Err(e) = futures_executor::block_on(f) {
-            log::debug!("api={api} op={op} uid={} reply not delivered: {e}", log_safe_uid(&uid));
-        }
-        drop(permit);
+        // The thread waits for it before its next request or before it
+        // exits, by when it has long resolved, instead of sleeping on it now.
+        Some(Box::new(move || {
+            if let Err(e) = futures_executor::block_on(f) {
+                log::debug!("api={api} op={op} uid={} reply not delivered: {e}", log_safe_uid(&uid));
+            }
+        }) as workers::Leftover)
     });
     if let Err(e) = started {
         // The job (sink included) was dropped: gRPC cancels the call.
