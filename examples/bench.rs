@@ -11,6 +11,8 @@
 //!              --plugin LABEL=SOCKET,PID,METRICS_ADDR [--plugin ...]
 //!              [--seconds S] [--conc 1,16,64] [--cold-start N]
 //!        bench --socket PATH --round-trips N --burst C   (memory and soak)
+//!        bench --plugin LABEL=SOCKET,PID,METRICS_ADDR ... --idle-gap S [--rounds N]
+//!              (the first Encrypt after S idle seconds, scripts/bench-idle.sh)
 //!        (token from VAULT_TOKEN)
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -295,6 +297,13 @@ fn main() {
         return;
     }
 
+    if let Some(gap) = arg(&args, "--idle-gap").and_then(|s| s.parse::<f64>().ok()) {
+        let rounds: usize = arg(&args, "--rounds").and_then(|n| n.parse().ok()).unwrap_or(3);
+        let plugins = plugins_from(&args, timeout);
+        idle_gap(&plugins, Duration::from_secs_f64(gap), rounds.max(1), &pt);
+        return;
+    }
+
     let (Some(addr), Some(key)) = (arg(&args, "--vault-addr"), arg(&args, "--key")) else {
         fail("usage: bench --vault-addr URL --key NAME --plugin LABEL=SOCKET,PID,METRICS_ADDR ... [--seconds S] [--conc 1,16,64] [--cold-start N]");
     };
@@ -305,24 +314,7 @@ fn main() {
         .filter_map(|c| c.trim().parse().ok())
         .collect();
     let cold: usize = arg(&args, "--cold-start").and_then(|n| n.parse().ok()).unwrap_or(0);
-    let plugins: Vec<Arc<Plugin>> = args_all(&args, "--plugin")
-        .iter()
-        .map(|spec| {
-            let parsed = spec.split_once('=').and_then(|(label, rest)| {
-                let mut it = rest.split(',');
-                Some((label, it.next()?, it.next()?.parse::<u32>().ok()?, it.next()?))
-            });
-            let Some((label, socket, pid, metrics)) = parsed else {
-                fail(format!("--plugin {spec}: want LABEL=SOCKET,PID,METRICS_ADDR"));
-            };
-            Arc::new(Plugin {
-                label: label.to_owned(),
-                client: KmsClient::connect(std::path::Path::new(socket), timeout),
-                pid,
-                metrics: metrics.to_owned(),
-            })
-        })
-        .collect();
+    let plugins = plugins_from(&args, timeout);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .max_idle_connections_per_host(128)
@@ -488,6 +480,86 @@ fn cold_start(plugins: &[Arc<Plugin>], direct: &Direct, pt: &Arc<Vec<u8>>, n: us
             (p.cpu() - cpu0) * 1e6 / n as f64,
             (p.vault_calls() - calls0) * 1000.0 / n as f64
         );
+    }
+}
+
+/// The `--plugin LABEL=SOCKET,PID,METRICS_ADDR` arguments, connected.
+fn plugins_from(args: &[String], timeout: Duration) -> Vec<Arc<Plugin>> {
+    args_all(args, "--plugin")
+        .iter()
+        .map(|spec| {
+            let parsed = spec.split_once('=').and_then(|(label, rest)| {
+                let mut it = rest.split(',');
+                Some((label, it.next()?, it.next()?.parse::<u32>().ok()?, it.next()?))
+            });
+            let Some((label, socket, pid, metrics)) = parsed else {
+                fail(format!("--plugin {spec}: want LABEL=SOCKET,PID,METRICS_ADDR"));
+            };
+            Arc::new(Plugin {
+                label: label.to_owned(),
+                client: KmsClient::connect(std::path::Path::new(socket), timeout),
+                pid,
+                metrics: metrics.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The plugin's open sockets (inodes from /proc/PID/fd): a Vault
+/// connection opened again shows as one that was not there before.
+fn sockets(pid: u32) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| l.starts_with("socket:"))
+        .collect()
+}
+
+/// `--idle-gap`: per plugin, at the same time, `rounds` times: `gap` of
+/// silence, then the timed first Encrypt after it and 5 more right after
+/// (warm, median), and whether the plugin opened a new socket meanwhile
+/// (a new Vault connection, so a TCP connect and a TLS handshake). What a
+/// plugin pays after the apiserver's quiet minute.
+fn idle_gap(plugins: &[Arc<Plugin>], gap: Duration, rounds: usize, pt: &Arc<Vec<u8>>) {
+    println!(
+        "{rounds} rounds of {:.0} s idle, then one Encrypt (first) and 5 more (warm, median); ms, and new sockets:",
+        gap.as_secs_f64()
+    );
+    let handles: Vec<_> = plugins
+        .iter()
+        .map(|p| {
+            let (p, pt) = (p.clone(), pt.clone());
+            std::thread::spawn(move || {
+                let timed = |p: &Plugin| {
+                    let t = Instant::now();
+                    p.v2_encrypt(&pt)
+                        .unwrap_or_else(|e| fail(format!("{}: encrypt failed: {e}", p.label)));
+                    ms(t.elapsed())
+                };
+                timed(&p);
+                let mut out = Vec::new();
+                for _ in 0..rounds {
+                    let before = sockets(p.pid);
+                    std::thread::sleep(gap);
+                    let first = timed(&p);
+                    let opened = sockets(p.pid).difference(&before).count();
+                    let mut warm: Vec<f64> = (0..5).map(|_| timed(&p)).collect();
+                    warm.sort_by(f64::total_cmp);
+                    out.push((first, warm.get(2).copied().unwrap_or_default(), opened));
+                }
+                (p.label.clone(), out)
+            })
+        })
+        .collect();
+    for h in handles {
+        let (label, out) = h.join().unwrap_or_else(|_| fail("a plugin's thread failed"));
+        let rows: Vec<String> = out
+            .iter()
+            .map(|(f, w, n)| format!("{f:.2} / {w:.2} ({n} new)"))
+            .collect();
+        println!("  {label:<14} first / warm: {}", rows.join(", "));
     }
 }
 

@@ -9,7 +9,8 @@
 # usage: scripts/bench.sh [SECONDS_PER_ROW] [COLD_START_DECRYPTS]   (default 5 10000)
 # BIN=path/to/trousseau benchmarks that plugin binary instead of building
 # target/release/trousseau; BEFORE=path/to/old/trousseau adds a third
-# plugin, run as it is (for before/after figures).
+# plugin, run as it is (for before/after figures). CONC=1,16,64 picks the
+# concurrency levels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -49,4 +50,4 @@ for i in "${!pids[@]}"; do
 done
 
 VAULT_TOKEN="$BAO_TOKEN" target/release/examples/bench \
-    --vault-addr "$BAO_ADDR" --key kube --seconds "$secs" --cold-start "$cold" "${specs[@]}"
+    --vault-addr "$BAO_ADDR" --key kube --seconds "$secs" --conc "${CONC:-1,16,64}" --cold-start "$cold" "${specs[@]}"

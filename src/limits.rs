@@ -107,8 +107,14 @@ pub const VAULT_MAX_CONNECTIONS: usize = 32;
 /// reuses its connections instead of opening and closing them.
 pub const VAULT_MAX_IDLE_CONNECTIONS: usize = VAULT_MAX_CONNECTIONS;
 
-/// How long an idle connection is reused; Vault's own idle timeout is 5 min.
-pub const VAULT_MAX_IDLE_AGE: Duration = Duration::from_secs(60);
+/// How long an idle connection is reused. Longer than the apiserver's 60 s
+/// between Status calls, so a quiet plugin keeps its connection (and its TLS
+/// session) instead of handshaking each minute; shorter than Vault's own
+/// idle timeout (the listener's `http_idle_timeout`, 5 min by default), so the plugin, not
+/// Vault, closes it. A connection the server or a load balancer closed
+/// sooner is noticed when it is taken from the pool (ureq probes it) and a
+/// new one is opened.
+pub const VAULT_MAX_IDLE_AGE: Duration = Duration::from_secs(270);
 
 /// Connections served at once. Probes and a scraper need a handful; the
 /// rest of the room is for clients that connect and say nothing (or drip):
