@@ -145,16 +145,7 @@ impl VaultClient {
         n: usize,
         deadline: Instant,
     ) -> Result<(BatchOrigin, Vec<BatchItem>), VaultError> {
-        let path = format!("{}/{op}/{}", key.mount, key.key);
-        let c = Call {
-            op,
-            method: Method::Post,
-            path: &path,
-            body: Some(body),
-            token: Some(token),
-            batch: true,
-        };
-        let Answer { addr, body: v } = self.call(&c, deadline)?;
+        let (path, Answer { addr, body: v }) = self.post(op, token, key, body, true, deadline)?;
         let items = batch_results(&v, field, n).ok_or_else(|| {
             bad(
                 &addr,
@@ -163,6 +154,29 @@ impl VaultClient {
             )
         })?;
         Ok((BatchOrigin { addr, path, op }, items))
+    }
+
+    /// `POST /v1/<mount>/<op>/<key>` with `body`: the path and the answer.
+    fn post(
+        &self,
+        op: &'static str,
+        token: &Secret,
+        key: &KeyName,
+        body: &str,
+        batch: bool,
+        deadline: Instant,
+    ) -> Result<(String, Answer), VaultError> {
+        let path = format!("{}/{op}/{}", key.mount, key.key);
+        let c = Call {
+            op,
+            method: Method::Post,
+            path: &path,
+            body: Some(body),
+            token: Some(token),
+            batch,
+        };
+        let answer = self.call(&c, deadline)?;
+        Ok((path, answer))
     }
 
     /// `POST /v1/<mount>/<op>/<key>` with `body`; returns `data.<field>`.
@@ -175,16 +189,7 @@ impl VaultClient {
         field: &str,
         deadline: Instant,
     ) -> Result<TransitField, VaultError> {
-        let path = format!("{}/{op}/{}", key.mount, key.key);
-        let c = Call {
-            op,
-            method: Method::Post,
-            path: &path,
-            body: Some(body),
-            token: Some(token),
-            batch: false,
-        };
-        let Answer { addr, body: v } = self.call(&c, deadline)?;
+        let (path, Answer { addr, body: v }) = self.post(op, token, key, body, false, deadline)?;
         let value = transit_field(&v, field).ok_or_else(|| bad(&addr, &path, &format!("no data.{field}")))?;
         Ok(TransitField { addr, path, value })
     }

@@ -203,6 +203,22 @@ fn coalescing_off_sends_every_request_alone_and_a_lone_request_is_never_batched(
     );
 }
 
+/// `n` Decrypts of one ciphertext, released at once (a barrier), so they
+/// queue behind each other in the key's lane.
+fn decrypt_burst(c: &Arc<KmsClient>, e: &v2::EncryptResponse, n: usize) -> Vec<grpcio::Result<Vec<u8>>> {
+    let start = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let (c, e, start) = (c.clone(), e.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                decrypt_v2(&c, &e.ciphertext, &e.key_id)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 #[test]
 fn a_failing_batch_fails_all_its_requests_with_the_right_code() {
     let dir = TempDir::new("coalesce-fail");
@@ -215,34 +231,14 @@ fn a_failing_batch_fails_all_its_requests_with_the_right_code() {
     proxy.set_delay(Duration::from_millis(15));
     proxy.set_mode(ProxyMode::BadGateway);
     let saved = calls_saved(&p, "decrypt");
-    let start = Arc::new(Barrier::new(32));
-    let handles: Vec<_> = (0..32)
-        .map(|_| {
-            let (c, e, start) = (c.clone(), e.clone(), start.clone());
-            std::thread::spawn(move || {
-                start.wait();
-                rpc_err(decrypt_v2(&c, &e.ciphertext, &e.key_id))
-            })
-        })
-        .collect();
-    for h in handles {
-        let (code, msg) = h.join().unwrap();
+    for r in decrypt_burst(&c, &e, 32) {
+        let (code, msg) = rpc_err(r);
         assert_eq!(code, RpcStatusCode::UNAVAILABLE, "{msg}");
     }
     assert!(calls_saved(&p, "decrypt") > saved, "the failures were not coalesced");
     proxy.set_mode(ProxyMode::Forward);
-    let start = Arc::new(Barrier::new(32));
-    let handles: Vec<_> = (0..32)
-        .map(|_| {
-            let (c, e, start) = (c.clone(), e.clone(), start.clone());
-            std::thread::spawn(move || {
-                start.wait();
-                decrypt_v2(&c, &e.ciphertext, &e.key_id)
-            })
-        })
-        .collect();
-    for h in handles {
-        assert_eq!(h.join().unwrap().expect("decrypt after the proxy recovered"), pt);
+    for r in decrypt_burst(&c, &e, 32) {
+        assert_eq!(r.expect("decrypt after the proxy recovered"), pt);
     }
 }
 
