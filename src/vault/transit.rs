@@ -47,6 +47,18 @@ impl BatchOrigin {
     }
 }
 
+/// A transit answer's ciphertext, checked; an error names its origin.
+fn ciphertext_in(addr: &str, path: &str, value: &str) -> Result<VaultCiphertext, VaultError> {
+    VaultCiphertext::parse(value, "vault's ciphertext").map_err(|e| bad(addr, path, &e.to_string()))
+}
+
+/// A transit answer's base64 plaintext (`what` names the field), decoded.
+fn plaintext_in(addr: &str, path: &str, value: &str, what: &str) -> Result<Vec<u8>, VaultError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|_| bad(addr, path, &format!("{what} is not base64")))
+}
+
 impl VaultClient {
     /// `POST /v1/<mount>/encrypt/<key>`; returns Vault's `vault:vN:` ciphertext.
     pub fn encrypt(
@@ -59,7 +71,7 @@ impl VaultClient {
         let b64 = base64::engine::general_purpose::STANDARD.encode(plaintext);
         let body = serde_json::json!({ "plaintext": b64 }).to_string();
         let f = self.transit("encrypt", token, key, &body, "ciphertext", deadline)?;
-        VaultCiphertext::parse(&f.value, "vault's ciphertext").map_err(|e| bad(&f.addr, &f.path, &e.to_string()))
+        ciphertext_in(&f.addr, &f.path, &f.value)
     }
 
     /// `POST /v1/<mount>/decrypt/<key>`; returns the plaintext bytes exactly
@@ -74,9 +86,7 @@ impl VaultClient {
         let body = serde_json::json!({ "ciphertext": ct.as_str() }).to_string();
         // Vault omits `plaintext` for an empty plaintext; we never encrypt one.
         let f = self.transit("decrypt", token, key, &body, "plaintext", deadline)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(f.value)
-            .map_err(|_| bad(&f.addr, &f.path, "data.plaintext is not base64"))
+        plaintext_in(&f.addr, &f.path, &f.value, "data.plaintext")
     }
 
     /// One `POST /v1/<mount>/encrypt/<key>` with a `batch_input` of
@@ -90,18 +100,11 @@ impl VaultClient {
         deadline: Instant,
     ) -> Result<Vec<Result<VaultCiphertext, VaultError>>, VaultError> {
         let b64 = base64::engine::general_purpose::STANDARD;
-        let items = plaintexts
-            .iter()
-            .enumerate()
-            .map(|(i, pt)| serde_json::json!({ "plaintext": b64.encode(pt), "reference": i.to_string() }));
-        let body = serde_json::json!({ "batch_input": items.collect::<Vec<_>>() }).to_string();
-        let (f, items) = self.transit_batch("encrypt", token, key, &body, "ciphertext", plaintexts.len(), deadline)?;
+        let inputs = plaintexts.iter().map(|pt| b64.encode(pt)).collect();
+        let (f, items) = self.transit_batch("encrypt", token, key, ("plaintext", inputs), "ciphertext", deadline)?;
         Ok(items
             .into_iter()
-            .map(|item| {
-                let ct = f.item(item)?;
-                VaultCiphertext::parse(&ct, "vault's ciphertext").map_err(|e| bad(&f.addr, &f.path, &e.to_string()))
-            })
+            .map(|item| ciphertext_in(&f.addr, &f.path, &f.item(item)?))
             .collect())
     }
 
@@ -115,37 +118,35 @@ impl VaultClient {
         ciphertexts: &[&VaultCiphertext],
         deadline: Instant,
     ) -> Result<Vec<Result<Vec<u8>, VaultError>>, VaultError> {
-        let items = ciphertexts
-            .iter()
-            .enumerate()
-            .map(|(i, ct)| serde_json::json!({ "ciphertext": ct.as_str(), "reference": i.to_string() }));
-        let body = serde_json::json!({ "batch_input": items.collect::<Vec<_>>() }).to_string();
-        let (f, items) = self.transit_batch("decrypt", token, key, &body, "plaintext", ciphertexts.len(), deadline)?;
+        let inputs = ciphertexts.iter().map(|ct| ct.as_str().to_owned()).collect();
+        let (f, items) = self.transit_batch("decrypt", token, key, ("ciphertext", inputs), "plaintext", deadline)?;
         Ok(items
             .into_iter()
-            .map(|item| {
-                let pt = f.item(item)?;
-                base64::engine::general_purpose::STANDARD
-                    .decode(pt)
-                    .map_err(|_| bad(&f.addr, &f.path, "data.batch_results[].plaintext is not base64"))
-            })
+            .map(|item| plaintext_in(&f.addr, &f.path, &f.item(item)?, "data.batch_results[].plaintext"))
             .collect())
     }
 
-    /// A batch call of `n` items: the call's origin (for messages) and its
-    /// items, matched to the inputs by position and reference.
-    #[allow(clippy::too_many_arguments)]
+    /// A batch call: `input` is the items' field name and their values,
+    /// each sent with its position as `reference`. Returns the call's origin
+    /// (for messages) and its `field` items, matched to the inputs by
+    /// position and reference.
     fn transit_batch(
         &self,
         op: &'static str,
         token: &Secret,
         key: &KeyName,
-        body: &str,
+        (name, values): (&str, Vec<String>),
         field: &str,
-        n: usize,
         deadline: Instant,
     ) -> Result<(BatchOrigin, Vec<BatchItem>), VaultError> {
-        let (path, Answer { addr, body: v }) = self.post(op, token, key, body, true, deadline)?;
+        let n = values.len();
+        let items: Vec<_> = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| serde_json::json!({ name: v, "reference": i.to_string() }))
+            .collect();
+        let body = serde_json::json!({ "batch_input": items }).to_string();
+        let (path, Answer { addr, body: v }) = self.post(op, token, key, &body, true, deadline)?;
         let items = batch_results(&v, field, n).ok_or_else(|| {
             bad(
                 &addr,
