@@ -88,6 +88,12 @@ OPTIONS:
                              arrive while its transit calls are in flight as one
                              batch_input call; a request alone goes out at once;
                              false sends every request alone [default: true]
+    --local-kek[=BOOL]       seal DEKs in the plugin with a random AES-256-GCM key
+                             kept in memory and wrapped once by transit: no Vault
+                             call per Encrypt; see docs/local-kek.md [default: false]
+    --local-kek-max-uses N   DEKs one local KEK seals before a new one is made
+                             [default: 1000000]
+    --local-kek-max-age DUR  age at which a new local KEK is made  [default: 60m]
     --shutdown-timeout DUR   time in-flight requests get to finish after SIGTERM
                              [default: 5s]
     --http-addr IP:PORT      serve /livez, /readyz, /healthz and /metrics there; empty
@@ -172,7 +178,7 @@ fn run_inner(args: Vec<OsString>) -> Result<(), Failure> {
                 print!("{SERVE_HELP}");
                 return Ok(());
             }
-            let flags = parse_flags(&args, &["vault-skip-verify", "coalesce"])?;
+            let flags = parse_flags(&args, &["vault-skip-verify", "coalesce", "local-kek"])?;
             let env = |k: &str| std::env::var(k).ok();
             let cfg = Config::resolve(&Sources {
                 flags: &flags,

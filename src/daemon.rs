@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::kms::{Gauges, Kms, StatusReport};
+use crate::kms::{Gauges, KekPolicy, Kms, StatusReport};
 use crate::limits::CANCEL_GRACE;
 use crate::session::Session;
 use crate::vault::VaultClient;
@@ -115,6 +115,10 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         cfg.decrypt_keys.iter().map(key_name).collect(),
         cfg.vault.timeout,
         cfg.coalesce,
+        cfg.local_kek.then_some(KekPolicy {
+            max_uses: cfg.local_kek_max_uses,
+            max_age: cfg.local_kek_max_age,
+        }),
     ));
     let in_flight = grpc::InFlight::new(cfg.max_in_flight);
 

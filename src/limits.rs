@@ -260,3 +260,35 @@ pub const MAX_ECHOED_VALUE: usize = 64;
 /// bounded by the deadline of its oldest request, which is no later, so
 /// this only covers the time to hand results over on a loaded machine.
 pub const COALESCE_WAIT_GRACE: Duration = Duration::from_millis(250);
+
+/// Encrypts one local KEK (`--local-kek`) seals before it is replaced, by
+/// default. Each seal draws a random 96-bit nonce; NIST SP 800-38D §8.3
+/// caps a key used so at 2^32 invocations (nonce collision odds then about
+/// 2^-33). 1,000,000 (about 2^20) keeps the odds near q²/2^97 = 2^-57 and
+/// costs one transit encrypt per million DEKs, far inside the target of at
+/// most 2 Vault calls per 10,000 Encrypts.
+pub const DEFAULT_LOCAL_KEK_MAX_USES: u64 = 1_000_000;
+
+/// The most `--local-kek-max-uses` accepts: 2^24, still 256 times below
+/// the 2^32 bound above (collision odds about 2^-49).
+pub const MAX_LOCAL_KEK_MAX_USES: u64 = 1 << 24;
+
+/// How long one local KEK seals new DEKs, by default: an hour bounds what
+/// a copy of the plugin's memory yields (the DEKs sealed under the keys it
+/// still holds) to recent writes' keys, plus the cached older KEKs, at the
+/// cost of 24 transit encrypts a day.
+pub const DEFAULT_LOCAL_KEK_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// The range `--local-kek-max-age` accepts.
+pub const MIN_LOCAL_KEK_MAX_AGE: Duration = Duration::from_secs(1);
+pub const MAX_LOCAL_KEK_MAX_AGE: Duration = Duration::from_secs(86_400);
+
+/// Unwrapped local KEKs kept for Decrypt (the current one included). One
+/// KEK is made per rotation, so with the defaults 256 hold more than ten
+/// days of them; an entry is about 600 bytes (the expanded AES key and the
+/// wrapped text), 150 KiB when full. A KEK not held costs one transit
+/// decrypt; the least recently used one is dropped first.
+pub const LOCAL_KEK_CACHE: usize = 256;
+
+/// The local KEK: an AES-256 key.
+pub const LOCAL_KEK_LEN: usize = 32;

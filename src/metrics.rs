@@ -111,6 +111,13 @@ pub struct Metrics {
     dns_lookups: Counter,
     batch_items: HistogramFamily<CoalesceLabels>,
     calls_saved: Family<CoalesceLabels, Counter>,
+    kek_rotations: Family<ReasonLabels, Counter>,
+    kek_unwraps: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 /// The process's metrics.
@@ -198,6 +205,18 @@ impl Metrics {
             "Transit calls not made because requests were coalesced into batch_input calls, by operation",
             calls_saved.clone(),
         );
+        let kek_rotations = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "local_kek_rotations",
+            "Local KEKs made (--local-kek), each one transit encrypt, by reason: start, uses, age, key",
+            kek_rotations.clone(),
+        );
+        let kek_unwraps = Counter::default();
+        registry.register(
+            "local_kek_unwraps",
+            "Wrapped local KEKs not in the cache, each unwrapped by one transit decrypt",
+            kek_unwraps.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -219,6 +238,8 @@ impl Metrics {
             dns_lookups,
             batch_items,
             calls_saved,
+            kek_rotations,
+            kek_unwraps,
         }
     }
 
@@ -229,6 +250,16 @@ impl Metrics {
         if let Some(saved) = items.checked_sub(1).filter(|s| *s > 0) {
             self.calls_saved.get_or_create(&labels).inc_by(saved as u64);
         }
+    }
+
+    /// A new local KEK, and why.
+    pub fn local_kek_rotated(&self, reason: &'static str) {
+        self.kek_rotations.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// A wrapped local KEK unwrapped by transit (not in the cache).
+    pub fn local_kek_unwrapped(&self) {
+        self.kek_unwraps.inc();
     }
 
     /// DNS lookup threads started so far (for the resolver's tests).

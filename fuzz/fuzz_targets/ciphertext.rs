@@ -4,7 +4,10 @@
 //! ciphertext otherwise); an accepted v2 ciphertext's `as_str()` is the
 //! input, and it is also a bare v1 cipher; the `vault:v<N>:` prefix holds
 //! the parsed version; and the base64 body accepted decodes (as Vault's
-//! Go `base64.StdEncoding` would).
+//! Go `base64.StdEncoding` would). The local-KEK forms
+//! (`wire::parse_v1_local`, `wire::parse_v2_local`): an accepted v1 one
+//! frames back to the input, and is never also a transit v1 cipher; an
+//! accepted v2 one keeps the sealed bytes as given.
 
 #![no_main]
 
@@ -40,6 +43,25 @@ fn check_vault_ciphertext(ct: &VaultCiphertext) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    match wire::parse_v1_local(data) {
+        Ok(Some(l)) => {
+            let key = l.key.as_ref().expect("a v1 local-KEK cipher names its key");
+            assert_eq!(wire::v1_local_cipher(key, &l.wrapped, &l.sealed), data, "local framing does not round-trip");
+            assert!(wire::parse_v1_cipher(data).is_err(), "one cipher read two ways");
+            check_vault_ciphertext(&l.wrapped);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+    // The first half as the v2 sealed bytes, the rest as the annotation.
+    let (sealed, wrapped) = data.split_at(data.len() / 2);
+    if let Ok(l) = wire::parse_v2_local(sealed, wrapped) {
+        assert_eq!(l.sealed, sealed);
+        assert_eq!(l.wrapped.as_str().as_bytes(), wrapped);
+        check_vault_ciphertext(&l.wrapped);
+    }
     match wire::parse_v1_cipher(data) {
         Ok(c) => {
             assert!(data.len() <= V1_MAX_CIPHER, "{} bytes accepted", data.len());

@@ -6,6 +6,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::limits::{
+    DEFAULT_LOCAL_KEK_MAX_AGE, DEFAULT_LOCAL_KEK_MAX_USES, MAX_LOCAL_KEK_MAX_AGE, MAX_LOCAL_KEK_MAX_USES,
+    MIN_LOCAL_KEK_MAX_AGE,
+};
 use crate::session::auth::AuthConfig;
 
 mod auth;
@@ -71,6 +75,14 @@ pub struct Config {
     /// Whether concurrent transit calls for one key and operation are
     /// coalesced into `batch_input` calls. Defaults to true.
     pub coalesce: bool,
+    /// Whether DEKs are sealed in the plugin under a local KEK that transit
+    /// wraps (`--local-kek`). Defaults to false.
+    pub local_kek: bool,
+    /// Seals per local KEK. Defaults to [`DEFAULT_LOCAL_KEK_MAX_USES`].
+    pub local_kek_max_uses: u64,
+    /// Age at which a local KEK is replaced. Defaults to
+    /// [`DEFAULT_LOCAL_KEK_MAX_AGE`].
+    pub local_kek_max_age: Duration,
     /// Drain time after SIGTERM. Defaults to [`DEFAULT_SHUTDOWN_TIMEOUT`].
     pub shutdown_timeout: Duration,
     /// Where `/livez`, `/readyz`, `/healthz` and `/metrics` are served;
@@ -162,6 +174,25 @@ impl Config {
         })?
         .unwrap_or(DEFAULT_MAX_IN_FLIGHT);
         let coalesce = parsed(lookup("coalesce"), parse_bool)?.unwrap_or(true);
+        let local_kek = parsed(lookup("local-kek"), parse_bool)?.unwrap_or(false);
+        let local_kek_max_uses = parsed(lookup("local-kek-max-uses"), |raw| {
+            raw.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=MAX_LOCAL_KEK_MAX_USES).contains(n))
+                .ok_or_else(|| format!("\"{raw}\" is not a number from 1 to {MAX_LOCAL_KEK_MAX_USES}"))
+        })?;
+        let local_kek_max_age = parsed(lookup("local-kek-max-age"), |raw| {
+            let d = parse_duration(raw)?;
+            if (MIN_LOCAL_KEK_MAX_AGE..=MAX_LOCAL_KEK_MAX_AGE).contains(&d) {
+                Ok(d)
+            } else {
+                Err(format!("{raw} is out of range; use 1s to 1440m (24 hours)"))
+            }
+        })?;
+        if !local_kek && (local_kek_max_uses.is_some() || local_kek_max_age.is_some()) {
+            return err("--local-kek-max-uses and --local-kek-max-age apply only with --local-kek: add --local-kek, or drop them");
+        }
         let shutdown_timeout = parsed(lookup("shutdown-timeout"), |raw| {
             let d = parse_duration(raw)?;
             if d <= MAX_SHUTDOWN_TIMEOUT {
@@ -204,6 +235,9 @@ impl Config {
             auth,
             max_in_flight,
             coalesce,
+            local_kek,
+            local_kek_max_uses: local_kek_max_uses.unwrap_or(DEFAULT_LOCAL_KEK_MAX_USES),
+            local_kek_max_age: local_kek_max_age.unwrap_or(DEFAULT_LOCAL_KEK_MAX_AGE),
             shutdown_timeout,
             http_addr,
         })
@@ -217,7 +251,7 @@ impl Config {
                 .unwrap_or_else(|| "-".into())
         };
         format!(
-            "socket={} vault_addrs={} transit={}/{} decrypt_keys={} auth=[{}] namespace={} cacert={} client_cert={} tls_server_name={} skip_verify={} proxy={} vault_timeout={:?} max_in_flight={} coalesce={} shutdown_timeout={:?} http_addr={}",
+            "socket={} vault_addrs={} transit={}/{} decrypt_keys={} auth=[{}] namespace={} cacert={} client_cert={} tls_server_name={} skip_verify={} proxy={} vault_timeout={:?} max_in_flight={} coalesce={} local_kek={} shutdown_timeout={:?} http_addr={}",
             self.socket.display(),
             self.vault.addrs.join(","),
             self.transit_mount,
@@ -233,6 +267,11 @@ impl Config {
             self.vault.timeout,
             self.max_in_flight,
             self.coalesce,
+            if self.local_kek {
+                format!("max_uses:{},max_age:{:?}", self.local_kek_max_uses, self.local_kek_max_age)
+            } else {
+                "off".to_owned()
+            },
             self.shutdown_timeout,
             self.http_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         )

@@ -32,6 +32,9 @@ pub const KEYS: &[(&str, Option<&str>)] = &[
     ("vault-timeout", None),
     ("max-in-flight", None),
     ("coalesce", None),
+    ("local-kek", None),
+    ("local-kek-max-uses", None),
+    ("local-kek-max-age", None),
     ("shutdown-timeout", None),
     ("http-addr", None),
 ];

@@ -397,3 +397,44 @@ fn parsers_never_panic_and_are_idempotent() {
         }
     }
 }
+
+#[test]
+fn local_kek_options() {
+    let env = [("VAULT_ADDR", "http://127.0.0.1:8200"), ("VAULT_TOKEN", "t")];
+    let c = sample_config();
+    assert!(!c.local_kek, "the local KEK is opt-in");
+    assert_eq!(c.local_kek_max_uses, DEFAULT_LOCAL_KEK_MAX_USES);
+    assert_eq!(c.local_kek_max_age, DEFAULT_LOCAL_KEK_MAX_AGE);
+    let on = resolve(
+        &[
+            ("transit-key", "k"),
+            ("local-kek", "true"),
+            ("local-kek-max-uses", "5"),
+            ("local-kek-max-age", "2s"),
+        ],
+        &env,
+    )
+    .unwrap();
+    assert!(on.local_kek);
+    assert_eq!(
+        (on.local_kek_max_uses, on.local_kek_max_age),
+        (5, Duration::from_secs(2))
+    );
+    assert!(
+        on.summary().contains("local_kek=max_uses:5,max_age:2s"),
+        "{}",
+        on.summary()
+    );
+    for (k, v, says) in [
+        ("local-kek-max-uses", "0", "from 1 to 16777216"),
+        ("local-kek-max-uses", "16777217", "from 1 to 16777216"),
+        ("local-kek-max-uses", "lots", "from 1 to 16777216"),
+        ("local-kek-max-age", "500ms", "1s to 1440m"),
+        ("local-kek-max-age", "3600", "needs a unit"),
+    ] {
+        let e = resolve(&[("transit-key", "k"), ("local-kek", "1"), (k, v)], &env).unwrap_err();
+        assert!(e.0.contains(&format!("--{k}")) && e.0.contains(says), "{k}={v}: {e}");
+    }
+    let e = resolve(&[("transit-key", "k"), ("local-kek-max-uses", "5")], &env).unwrap_err();
+    assert!(e.0.contains("only with --local-kek"), "{e}");
+}

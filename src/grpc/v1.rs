@@ -8,7 +8,11 @@ use super::{dispatch, reply_inline, Shared};
 use crate::kms::KmsError;
 use crate::limits::{V1_MAX_CIPHER, V1_MAX_PLAINTEXT};
 use crate::proto::v1beta1::*;
-use crate::wire::{parse_v1_cipher, v1_cipher};
+use crate::wire::{parse_v1_cipher, parse_v1_local, v1_cipher, v1_local_cipher};
+
+/// What a v1 DEK sealed under a local KEK is bound to (AES-GCM's
+/// additional data): it opens as a v1 DEK only.
+const LOCAL_AAD: &[u8] = b"trousseau local-kek kms-v1beta1";
 
 /// The only version the apiserver accepts from a v1 plugin.
 pub const API_VERSION: &str = "v1beta1";
@@ -46,9 +50,14 @@ impl KeyManagementService for V1 {
     fn encrypt(&mut self, ctx: RpcContext<'_>, req: EncryptRequest, sink: UnarySink<EncryptResponse>) {
         dispatch(&ctx, sink, &self.0, "v1beta1", "encrypt", String::new(), move |kms| {
             check_version(&req.version)?;
-            let sealed = kms.encrypt(&req.plain, V1_MAX_PLAINTEXT)?;
             let mut resp = EncryptResponse::new();
-            resp.cipher = v1_cipher(&sealed.key.name, &sealed.ciphertext);
+            resp.cipher = if kms.local_kek() {
+                let local = kms.seal_local(&req.plain, V1_MAX_PLAINTEXT, LOCAL_AAD)?;
+                v1_local_cipher(&local.key.name, &local.wrapped, &local.sealed)
+            } else {
+                let sealed = kms.encrypt(&req.plain, V1_MAX_PLAINTEXT)?;
+                v1_cipher(&sealed.key.name, &sealed.ciphertext)
+            };
             // Anything Encrypt returns, Decrypt must accept.
             if resp.cipher.len() > V1_MAX_CIPHER {
                 return Err(KmsError::Internal(format!(
@@ -63,8 +72,16 @@ impl KeyManagementService for V1 {
     fn decrypt(&mut self, ctx: RpcContext<'_>, req: DecryptRequest, sink: UnarySink<DecryptResponse>) {
         dispatch(&ctx, sink, &self.0, "v1beta1", "decrypt", String::new(), move |kms| {
             check_version(&req.version)?;
-            let cipher = parse_v1_cipher(&req.cipher)?;
             let mut resp = DecryptResponse::new();
+            if let Some(local) = parse_v1_local(&req.cipher)? {
+                // The v1 framing always names its key.
+                let Some(name) = &local.key else {
+                    return Err(KmsError::Internal("a v1 local-KEK cipher without its key".into()));
+                };
+                resp.plain = kms.open_local(name, &local, LOCAL_AAD)?;
+                return Ok(resp);
+            }
+            let cipher = parse_v1_cipher(&req.cipher)?;
             resp.plain = match &cipher.key {
                 Some(name) => kms.decrypt(name, &cipher.ciphertext)?,
                 None => kms.decrypt_unnamed(&cipher.ciphertext)?,

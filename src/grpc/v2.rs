@@ -7,7 +7,11 @@ use super::{dispatch, log_outcome, reply_inline, Shared};
 use crate::kms::{KmsError, StatusReport};
 use crate::limits::{V2_MAX_CIPHERTEXT, V2_MAX_PLAINTEXT};
 use crate::proto::v2::*;
-use crate::wire::{parse_key_id, parse_v2_ciphertext};
+use crate::wire::{parse_key_id, parse_v2_ciphertext, parse_v2_local, LOCAL_KEK_ANNOTATION};
+
+/// What a v2 DEK sealed under a local KEK is bound to (AES-GCM's
+/// additional data): it opens as a v2 seed only.
+const LOCAL_AAD: &[u8] = b"trousseau local-kek kms-v2";
 
 /// The version string the apiserver requires from a v2 plugin.
 pub const API_VERSION: &str = "v2";
@@ -43,8 +47,22 @@ impl KeyManagementService for V2 {
     fn encrypt(&mut self, ctx: RpcContext<'_>, req: EncryptRequest, sink: UnarySink<EncryptResponse>) {
         let uid = req.uid.clone();
         dispatch(&ctx, sink, &self.0, "v2", "encrypt", uid, move |kms| {
-            let sealed = kms.encrypt(&req.plaintext, V2_MAX_PLAINTEXT)?;
             let mut resp = EncryptResponse::new();
+            if kms.local_kek() {
+                let local = kms.seal_local(&req.plaintext, V2_MAX_PLAINTEXT, LOCAL_AAD)?;
+                if local.sealed.len() > V2_MAX_CIPHERTEXT {
+                    return Err(KmsError::Internal(format!(
+                        "the sealed DEK is {} bytes; KMS v2 allows {V2_MAX_CIPHERTEXT}",
+                        local.sealed.len()
+                    )));
+                }
+                resp.ciphertext = local.sealed;
+                resp.key_id = local.key.key_id();
+                let wrapped = local.wrapped.as_str().as_bytes().to_vec();
+                resp.annotations.insert(LOCAL_KEK_ANNOTATION.to_owned(), wrapped);
+                return Ok(resp);
+            }
+            let sealed = kms.encrypt(&req.plaintext, V2_MAX_PLAINTEXT)?;
             resp.ciphertext = sealed.ciphertext.as_str().as_bytes().to_vec();
             if resp.ciphertext.len() > V2_MAX_CIPHERTEXT {
                 return Err(KmsError::Internal(format!(
@@ -61,17 +79,28 @@ impl KeyManagementService for V2 {
         let uid = req.uid.clone();
         dispatch(&ctx, sink, &self.0, "v2", "decrypt", uid, move |kms| {
             let kv = parse_key_id(&req.key_id)?;
-            let ct = parse_v2_ciphertext(&req.ciphertext)?;
-            if ct.version() != kv.version {
-                return Err(KmsError::Invalid(format!(
-                    "ciphertext is from key version {} but key_id names version {}; the two were not stored together",
-                    ct.version(),
+            let same_version = |v: u64, what: &str| {
+                if v == kv.version {
+                    return Ok(());
+                }
+                Err(KmsError::Invalid(format!(
+                    "{what} is from key version {v} but key_id names version {}; the two were not stored together",
                     kv.version
-                )));
-            }
-            let plaintext = kms.decrypt(&kv.name, &ct)?;
+                )))
+            };
             let mut resp = DecryptResponse::new();
-            resp.plaintext = plaintext;
+            resp.plaintext = match req.annotations.get(LOCAL_KEK_ANNOTATION) {
+                Some(wrapped) => {
+                    let local = parse_v2_local(&req.ciphertext, wrapped)?;
+                    same_version(local.wrapped.version(), "the wrapped local KEK")?;
+                    kms.open_local(&kv.name, &local, LOCAL_AAD)?
+                }
+                None => {
+                    let ct = parse_v2_ciphertext(&req.ciphertext)?;
+                    same_version(ct.version(), "ciphertext")?;
+                    kms.decrypt(&kv.name, &ct)?
+                }
+            };
             Ok(resp)
         });
     }

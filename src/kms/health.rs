@@ -70,7 +70,7 @@ impl Kms {
     pub fn gauges(&self) -> Gauges {
         let st = lock(&self.check);
         Gauges {
-            ready: st.health.is_ok(),
+            ready: st.health.is_ok() && self.keks.failure().is_none(),
             key_version: known_version(&st.health),
             token_ttl: self.session.ttl_left(),
         }
@@ -177,6 +177,7 @@ impl Kms {
         }
         // Also the moment a re-created key is noticed (`incarnation`).
         self.read_times(deadline);
+        self.retry_failed_rotation(deadline)?;
         Ok(ct.version())
     }
 
@@ -264,7 +265,23 @@ fn known_version(h: &Health) -> Option<u64> {
 impl Kms {
     /// What Status, `/readyz` and the metrics say of `h`.
     fn report(&self, h: &Health) -> StatusReport {
-        report(&self.key, h, |v| self.known_created(v))
+        let mut r = report(&self.key, h, |v| self.known_created(v));
+        if r.healthy.is_ok() {
+            if let Some(why) = self.keks.failure() {
+                r.healthy = Err(why);
+            }
+        }
+        r
+    }
+
+    /// The key version Status reports (no Vault call), if known.
+    pub(super) fn current_key(&self) -> Option<KeyVersion> {
+        let version = known_version(&lock(&self.check).health)?;
+        Some(KeyVersion {
+            name: self.key.clone(),
+            version,
+            created: self.known_created(version),
+        })
     }
 }
 
@@ -316,7 +333,7 @@ mod tests {
             mount: "transit".into(),
             key: "k".into(),
         };
-        Kms::new(vault, session, key, Vec::new(), Duration::from_millis(300), true)
+        Kms::new(vault, session, key, Vec::new(), Duration::from_millis(300), true, None)
     }
 
     fn closed_port() -> u16 {

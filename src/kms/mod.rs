@@ -7,6 +7,7 @@ mod coalesce;
 mod error;
 mod health;
 mod incarnation;
+mod kek;
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 pub use error::KmsError;
 use health::CheckState;
 pub use health::{Gauges, Health, StatusReport};
+pub use kek::{KekPolicy, SealedLocally};
 
 use crate::limits::MAX_PLAINTEXT;
 use crate::secret::Secret;
@@ -38,6 +40,8 @@ pub struct Kms {
     times: Mutex<incarnation::Times>,
     /// Coalescing of concurrent transit calls (`--coalesce`); `None` when off.
     lanes: Option<Lanes>,
+    /// The local KEK (`--local-kek`) and the cache of unwrapped ones.
+    keks: kek::Keks,
 }
 
 type EncryptLane = Lane<Zeroizing<Vec<u8>>, Result<VaultCiphertext, VaultError>>;
@@ -139,6 +143,7 @@ impl Kms {
         decrypt_keys: Vec<KeyName>,
         timeout: Duration,
         coalesce: bool,
+        local_kek: Option<KekPolicy>,
     ) -> Kms {
         let on_batch: coalesce::OnBatch = |op, n| crate::metrics::metrics().coalesced(op, n);
         let lanes = coalesce.then(|| Lanes {
@@ -155,6 +160,7 @@ impl Kms {
         });
         Kms {
             lanes,
+            keks: kek::Keks::new(local_kek),
             vault,
             session,
             key,
@@ -202,6 +208,13 @@ impl Kms {
     /// the calling API's plaintext limit (at most [`MAX_PLAINTEXT`]); larger
     /// or empty input is refused before any Vault call.
     pub fn encrypt(&self, plaintext: &[u8], max_len: usize) -> Result<Encrypted, KmsError> {
+        self.check_plaintext(plaintext, max_len)?;
+        self.transit_encrypt(plaintext, self.deadline())
+    }
+
+    /// Empty input, or more than `max_len` (at most [`MAX_PLAINTEXT`]), is
+    /// refused before any Vault call or local seal.
+    fn check_plaintext(&self, plaintext: &[u8], max_len: usize) -> Result<(), KmsError> {
         if plaintext.is_empty() {
             return Err(KmsError::Invalid("plaintext is empty".into()));
         }
@@ -212,7 +225,12 @@ impl Kms {
                 plaintext.len()
             )));
         }
-        let deadline = self.deadline();
+        Ok(())
+    }
+
+    /// One transit encrypt with the primary key (coalesced when on), and
+    /// the key version that made it.
+    fn transit_encrypt(&self, plaintext: &[u8], deadline: Instant) -> Result<Encrypted, KmsError> {
         let via = Transit {
             kms: self,
             key: &self.key,
@@ -241,6 +259,13 @@ impl Kms {
     /// key error. The plaintext returned is exactly what one transit
     /// decrypt returned.
     pub fn decrypt(&self, key: &KeyName, ct: &VaultCiphertext) -> Result<Vec<u8>, KmsError> {
+        self.check_served(key)?;
+        Ok(self.decrypt_with(key, ct, self.deadline())?)
+    }
+
+    /// Only the primary key and the `--decrypt-key` keys are used; any
+    /// other is a foreign key error, before any Vault call.
+    fn check_served(&self, key: &KeyName) -> Result<(), KmsError> {
         if *key != self.key && !self.decrypt_keys.contains(key) {
             let hint = if key.mount == self.key.mount {
                 format!(" (if it is an older key, add --decrypt-key {})", key.key)
@@ -252,7 +277,7 @@ impl Kms {
                 self.key
             )));
         }
-        Ok(self.decrypt_with(key, ct, self.deadline())?)
+        Ok(())
     }
 
     /// One transit decrypt with `key`, coalesced with others when on.

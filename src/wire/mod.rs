@@ -9,7 +9,10 @@
 //! - [`cipher`]: Vault's `vault:v<N>:<base64>` ciphertext (the v2
 //!   ciphertext as is) and the v1 framing `vault-transit:<mount>/<key>:`
 //!   followed by it, so each stored DEK names its key (a bare `vault:v<N>:`
-//!   cipher, as older plugins stored, belongs to the configured key).
+//!   cipher, as older plugins stored, belongs to the configured key);
+//! - [`local`]: a DEK sealed in the plugin under a local KEK
+//!   (`--local-kek`), with the KEK as transit wrapped it: in a v2
+//!   annotation, or in the v1 framing `vault-transit-kek:`.
 //!
 //! Mount paths and key names never contain `:`, so the parsing is
 //! unambiguous. Every parser returns an error naming the problem; none
@@ -17,12 +20,14 @@
 
 pub mod cipher;
 pub mod key_id;
+pub mod local;
 pub mod names;
 
 use std::fmt;
 
 pub use cipher::{parse_v1_cipher, parse_v2_ciphertext, v1_cipher, V1Cipher, VaultCiphertext};
 pub use key_id::{parse_key_id, KeyVersion, KEY_ID_PREFIX};
+pub use local::{parse_v1_local, parse_v2_local, v1_local_cipher, LocalSealed, LOCAL_KEK_ANNOTATION};
 pub use names::KeyName;
 
 /// Why bytes from the apiserver are not a ciphertext or key id of ours.
@@ -33,6 +38,11 @@ pub enum WireError {
         what: &'static str,
         len: usize,
         max: usize,
+    },
+    TooShort {
+        what: &'static str,
+        len: usize,
+        min: usize,
     },
     NotUtf8(&'static str),
     BadKeyId(String),
@@ -47,6 +57,9 @@ impl fmt::Display for WireError {
         match self {
             WireError::Empty(w) => write!(f, "{w} is empty"),
             WireError::TooLong { what, len, max } => write!(f, "{what} is {len} bytes, more than {max}"),
+            WireError::TooShort { what, len, min } => {
+                write!(f, "{what} is {len} bytes, fewer than {min}; it is truncated")
+            }
             WireError::NotUtf8(w) => write!(f, "{w} is not text; it was not produced by trousseau"),
             WireError::BadKeyId(why) => write!(f, "key_id is not a trousseau key id ({why})"),
             WireError::NotOurs(w) => write!(

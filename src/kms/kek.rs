@@ -1,0 +1,456 @@
+//! The opt-in local KEK (`--local-kek`): a random AES-256-GCM key in this
+//! process's memory, wrapped once by transit, seals new DEKs here instead
+//! of a transit call per Encrypt. Each sealed DEK is stored with the KEK as
+//! transit wrapped it (`wire::local`), so any plugin that may decrypt with
+//! that transit key can unwrap it again.
+//!
+//! - Rotation: a new KEK (one transit encrypt) once the current one has
+//!   sealed `--local-kek-max-uses` DEKs, once it is `--local-kek-max-age`
+//!   old, and once Status's key id is newer than the transit key version
+//!   that wrapped it (a rotated or re-created transit key), so Encrypt's
+//!   key id always equals Status's. One rotation at a time; the others wait
+//!   for it within their deadlines.
+//! - Decrypt: unwrapped KEKs stay in a bounded cache ([`LOCAL_KEK_CACHE`]);
+//!   one not held costs one transit decrypt (through the key's coalescing
+//!   lane), after the same served-key check as any Decrypt.
+//! - Health: a rotation that failed makes Status, `/readyz` and the
+//!   `ready` gauge report failure until one succeeds; each health check
+//!   retries it.
+//!
+//! Decrypt of a local-KEK ciphertext works with or without the flag, so
+//! turning it off loses nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::health::lock;
+use super::{Kms, KmsError};
+use crate::limits::{CALLER_POLL, LOCAL_KEK_CACHE, LOCAL_KEK_LEN};
+use crate::vault::VaultError;
+use crate::wire::local::{SEAL_NONCE, SEAL_TAG};
+use crate::wire::{KeyName, KeyVersion, LocalSealed, VaultCiphertext};
+
+/// When a local KEK is replaced (`--local-kek-max-uses`, `--local-kek-max-age`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KekPolicy {
+    pub max_uses: u64,
+    pub max_age: Duration,
+}
+
+/// An unwrapped KEK and the text transit wrapped it as.
+struct Kek {
+    key: LessSafeKey,
+    wrapped: VaultCiphertext,
+}
+
+/// The KEK that seals new DEKs.
+struct Active {
+    kek: Arc<Kek>,
+    made_by: KeyVersion,
+    born: Instant,
+    uses: u64,
+}
+
+#[derive(Default)]
+struct State {
+    active: Option<Active>,
+    rotating: bool,
+    /// Why the last rotation failed, until one succeeds.
+    failed: Option<String>,
+}
+
+/// Unwrapped KEKs by transit key and wrapped text, least recently used
+/// dropped first.
+#[derive(Default)]
+struct Cache {
+    held: HashMap<String, (Arc<Kek>, u64)>,
+    tick: u64,
+}
+
+/// The local-KEK state of one plugin.
+pub(super) struct Keks {
+    /// `None` when `--local-kek` is off (Decrypt still opens sealed DEKs).
+    policy: Option<KekPolicy>,
+    rng: SystemRandom,
+    state: Mutex<State>,
+    rotated: Condvar,
+    cache: Mutex<Cache>,
+}
+
+/// A DEK sealed under the local KEK: the sealed bytes, the wrapped KEK and
+/// the transit key version that wrapped it (the key id).
+pub struct SealedLocally {
+    pub sealed: Vec<u8>,
+    pub wrapped: VaultCiphertext,
+    pub key: KeyVersion,
+}
+
+impl Keks {
+    pub(super) fn new(policy: Option<KekPolicy>) -> Keks {
+        Keks {
+            policy,
+            rng: SystemRandom::new(),
+            state: Mutex::default(),
+            rotated: Condvar::new(),
+            cache: Mutex::default(),
+        }
+    }
+
+    pub(super) fn enabled(&self) -> bool {
+        self.policy.is_some()
+    }
+
+    /// Why Status must not say ok: the last rotation failed.
+    pub(super) fn failure(&self) -> Option<String> {
+        lock(&self.state).failed.clone()
+    }
+
+    fn cached(&self, id: &str) -> Option<Arc<Kek>> {
+        let mut c = lock(&self.cache);
+        c.tick += 1;
+        let tick = c.tick;
+        c.held.get_mut(id).map(|(k, used)| {
+            *used = tick;
+            k.clone()
+        })
+    }
+
+    fn remember(&self, id: String, kek: Arc<Kek>) {
+        let mut c = lock(&self.cache);
+        c.tick += 1;
+        let tick = c.tick;
+        if !c.held.contains_key(&id) && c.held.len() >= LOCAL_KEK_CACHE {
+            let oldest = c
+                .held
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                c.held.remove(&oldest);
+            }
+        }
+        c.held.insert(id, (kek, tick));
+    }
+}
+
+/// The cache's name for a KEK: the transit key that unwraps it and its
+/// wrapped text (neither is secret).
+fn cache_id(key: &KeyName, wrapped: &VaultCiphertext) -> String {
+    format!("{key}\n{}", wrapped.as_str())
+}
+
+/// Why `a` must be replaced before it seals another DEK, if it must.
+/// `current` is the key version Status reports: newer than the one that
+/// wrapped the KEK means the transit key was rotated (or re-created).
+fn due(a: &Active, policy: &KekPolicy, current: Option<&KeyVersion>) -> Option<&'static str> {
+    if a.uses >= policy.max_uses {
+        return Some("uses");
+    }
+    if a.born.elapsed() >= policy.max_age {
+        return Some("age");
+    }
+    let made = &a.made_by;
+    let newer = current.is_some_and(|c| match (c.created, made.created) {
+        (Some(c_at), Some(m_at)) => c_at > m_at || (c_at == m_at && c.version > made.version),
+        _ => c.version > made.version,
+    });
+    newer.then_some("key")
+}
+
+fn new_kek(raw: &[u8], wrapped: VaultCiphertext) -> Result<Kek, KmsError> {
+    let key = UnboundKey::new(&AES_256_GCM, raw).map_err(|_| {
+        KmsError::Invalid(format!(
+            "the wrapped KEK decrypts to {} bytes, not a {LOCAL_KEK_LEN}-byte KEK: it is not one trousseau made",
+            raw.len()
+        ))
+    })?;
+    Ok(Kek {
+        key: LessSafeKey::new(key),
+        wrapped,
+    })
+}
+
+fn seal(rng: &SystemRandom, kek: &Kek, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+    let mut nonce = [0u8; SEAL_NONCE];
+    rng.fill(&mut nonce)
+        .map_err(|_| KmsError::Internal("the system's random source failed".into()))?;
+    let mut body = Zeroizing::new(plaintext.to_vec());
+    let tag = kek
+        .key
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+        .map_err(|_| KmsError::Internal("AES-GCM refused to seal the plaintext".into()))?;
+    let mut out = Vec::with_capacity(SEAL_NONCE + body.len() + SEAL_TAG);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(tag.as_ref());
+    Ok(out)
+}
+
+fn open(kek: &Kek, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+    let (nonce, body) = sealed
+        .split_at_checked(SEAL_NONCE)
+        .ok_or_else(|| KmsError::Invalid("the sealed DEK is shorter than its nonce".into()))?;
+    let nonce = Nonce::try_assume_unique_for_key(nonce)
+        .map_err(|_| KmsError::Invalid("the sealed DEK's nonce is not 12 bytes".into()))?;
+    let mut buf = body.to_vec();
+    match kek.key.open_in_place(nonce, Aad::from(aad), &mut buf) {
+        Ok(pt) => {
+            let n = pt.len();
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Err(_) => {
+            buf.zeroize();
+            Err(KmsError::Invalid(
+                "the sealed DEK does not authenticate under the KEK stored with it: it was altered, or paired with another DEK's KEK".into(),
+            ))
+        }
+    }
+}
+
+impl Kms {
+    /// Seals a DEK under the local KEK (`--local-kek`), rotating the KEK
+    /// first when it is due. `aad` names the API, so a v1 sealed DEK is not
+    /// taken as a v2 one.
+    pub fn seal_local(&self, plaintext: &[u8], max_len: usize, aad: &[u8]) -> Result<SealedLocally, KmsError> {
+        self.check_plaintext(plaintext, max_len)?;
+        let (kek, key) = self.current_kek(self.deadline())?;
+        Ok(SealedLocally {
+            sealed: seal(&self.keks.rng, &kek, plaintext, aad)?,
+            wrapped: kek.wrapped.clone(),
+            key,
+        })
+    }
+
+    /// Opens a DEK sealed under a local KEK that `key` wrapped: the KEK
+    /// from the cache, or unwrapped by one transit decrypt.
+    pub fn open_local(&self, key: &KeyName, local: &LocalSealed, aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+        self.check_served(key)?;
+        let id = cache_id(key, &local.wrapped);
+        let kek = match self.keks.cached(&id) {
+            Some(k) => k,
+            None => {
+                let raw = Zeroizing::new(self.decrypt_with(key, &local.wrapped, self.deadline())?);
+                crate::metrics::metrics().local_kek_unwrapped();
+                let kek = Arc::new(new_kek(&raw, local.wrapped.clone())?);
+                self.keks.remember(id, kek.clone());
+                kek
+            }
+        };
+        open(&kek, &local.sealed, aad)
+    }
+
+    /// Whether new DEKs are sealed locally.
+    pub fn local_kek(&self) -> bool {
+        self.keks.enabled()
+    }
+
+    /// The health check's part: a failed rotation is tried again, so
+    /// Status recovers with Vault instead of waiting for an Encrypt.
+    pub(super) fn retry_failed_rotation(&self, deadline: Instant) -> Result<(), String> {
+        if self.keks.failure().is_none() {
+            return Ok(());
+        }
+        self.current_kek(deadline).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// The KEK to seal one DEK with, counted as used.
+    fn current_kek(&self, deadline: Instant) -> Result<(Arc<Kek>, KeyVersion), KmsError> {
+        let Some(policy) = self.keks.policy else {
+            return Err(KmsError::Internal(
+                "local KEK asked for while --local-kek is off".into(),
+            ));
+        };
+        let current = self.current_key();
+        let started = Instant::now();
+        let mut st = lock(&self.keks.state);
+        loop {
+            if let Some(a) = st.active.as_mut() {
+                if due(a, &policy, current.as_ref()).is_none() {
+                    a.uses += 1;
+                    return Ok((a.kek.clone(), a.made_by.clone()));
+                }
+            }
+            if !st.rotating {
+                break;
+            }
+            // Another request is rotating: wait for it, within this
+            // request's deadline (and while its caller still waits).
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || crate::caller::gone() {
+                return Err(KmsError::Vault(VaultError::Timeout {
+                    addr: self.vault.preferred_addr().to_owned(),
+                    after: started.elapsed(),
+                }));
+            }
+            st = self
+                .keks
+                .rotated
+                .wait_timeout(st, left.min(CALLER_POLL))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let reason = st
+            .active
+            .as_ref()
+            .and_then(|a| due(a, &policy, current.as_ref()))
+            .unwrap_or("start");
+        st.rotating = true;
+        drop(st);
+        let guard = RotationGuard { keks: &self.keks };
+        let made = self.make_kek(deadline);
+        drop(guard);
+        let mut st = lock(&self.keks.state);
+        st.rotating = false;
+        let r = match made {
+            Ok((kek, made_by)) => {
+                log::info!("local KEK rotated ({reason}): wrapped by {}", made_by.key_id());
+                crate::metrics::metrics().local_kek_rotated(reason);
+                st.failed = None;
+                st.active = Some(Active {
+                    kek: kek.clone(),
+                    made_by: made_by.clone(),
+                    born: Instant::now(),
+                    uses: 1,
+                });
+                Ok((kek, made_by))
+            }
+            Err(e) => {
+                log::warn!("local KEK due ({reason}) but not rotated: {e}");
+                st.failed = Some(format!("the local KEK is due ({reason}) and could not be rotated: {e}"));
+                Err(e)
+            }
+        };
+        drop(st);
+        self.keks.rotated.notify_all();
+        r
+    }
+
+    /// A new random KEK, wrapped by the primary transit key and cached.
+    fn make_kek(&self, deadline: Instant) -> Result<(Arc<Kek>, KeyVersion), KmsError> {
+        let mut raw = Zeroizing::new([0u8; LOCAL_KEK_LEN]);
+        self.keks
+            .rng
+            .fill(raw.as_mut())
+            .map_err(|_| KmsError::Internal("the system's random source failed".into()))?;
+        let wrapped = self.transit_encrypt(raw.as_slice(), deadline)?;
+        let kek = Arc::new(new_kek(raw.as_slice(), wrapped.ciphertext.clone())?);
+        self.keks.remember(cache_id(&self.key, &kek.wrapped), kek.clone());
+        Ok((kek, wrapped.key))
+    }
+}
+
+/// Held while a rotation runs; on a panic it clears the flag and wakes the
+/// waiters, so no request waits for a rotation that will never end.
+struct RotationGuard<'a> {
+    keks: &'a Keks,
+}
+
+impl Drop for RotationGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut st = lock(&self.keks.state);
+            st.rotating = false;
+            st.failed = Some("the local KEK rotation failed unexpectedly (a bug: see the log)".into());
+            drop(st);
+            self.keks.rotated.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kek(byte: u8) -> Kek {
+        new_kek(&[byte; 32], VaultCiphertext::parse("vault:v1:AAAA", "t").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn sealed_dek_opens_only_with_its_kek_and_label_and_unaltered() {
+        let rng = SystemRandom::new();
+        let (a, b) = (kek(1), kek(2));
+        let s = seal(&rng, &a, b"0123456789abcdef0123456789abcdef", b"v2").unwrap();
+        assert_eq!(s.len(), 12 + 32 + 16);
+        assert_eq!(open(&a, &s, b"v2").unwrap(), b"0123456789abcdef0123456789abcdef");
+        assert!(open(&b, &s, b"v2").is_err());
+        assert!(open(&a, &s, b"v1").is_err());
+        for i in 0..s.len() {
+            let mut t = s.clone();
+            t[i] ^= 0x01;
+            assert!(open(&a, &t, b"v2").is_err(), "byte {i} altered and still opened");
+        }
+        for i in 0..s.len() {
+            assert!(open(&a, &s[..i], b"v2").is_err());
+        }
+        // A fresh nonce each time: the same DEK seals differently.
+        assert_ne!(s, seal(&rng, &a, b"0123456789abcdef0123456789abcdef", b"v2").unwrap());
+    }
+
+    #[test]
+    fn a_wrapped_kek_of_another_size_is_refused() {
+        let w = VaultCiphertext::parse("vault:v1:AAAA", "t").unwrap();
+        for n in [0, 16, 31, 33, 64] {
+            assert!(matches!(new_kek(&vec![7; n], w.clone()), Err(KmsError::Invalid(_))));
+        }
+    }
+
+    fn version(version: u64, created: Option<u64>) -> KeyVersion {
+        KeyVersion {
+            name: KeyName {
+                mount: "transit".into(),
+                key: "k".into(),
+            },
+            version,
+            created,
+        }
+    }
+
+    #[test]
+    fn due_after_uses_age_or_a_newer_transit_key_only() {
+        let policy = KekPolicy {
+            max_uses: 3,
+            max_age: Duration::from_secs(60),
+        };
+        let mut a = Active {
+            kek: Arc::new(kek(1)),
+            made_by: version(2, Some(100)),
+            born: Instant::now(),
+            uses: 1,
+        };
+        assert_eq!(due(&a, &policy, None), None);
+        assert_eq!(due(&a, &policy, Some(&version(2, Some(100)))), None);
+        // An older or stale Status (a failing check's last version) is no
+        // reason: rotating for it would rotate on every Encrypt.
+        assert_eq!(due(&a, &policy, Some(&version(1, Some(90)))), None);
+        assert_eq!(due(&a, &policy, Some(&version(1, None))), None);
+        assert_eq!(due(&a, &policy, Some(&version(3, Some(200)))), Some("key"));
+        assert_eq!(due(&a, &policy, Some(&version(3, None))), Some("key"));
+        // Re-created key: versions start again at 1, created later.
+        assert_eq!(due(&a, &policy, Some(&version(1, Some(300)))), Some("key"));
+        a.uses = 3;
+        assert_eq!(due(&a, &policy, None), Some("uses"));
+        a.uses = 1;
+        a.born = Instant::now() - Duration::from_secs(61);
+        assert_eq!(due(&a, &policy, None), Some("age"));
+    }
+
+    #[test]
+    fn cache_is_bounded_and_drops_the_least_recently_used() {
+        let keks = Keks::new(None);
+        for i in 0..LOCAL_KEK_CACHE {
+            keks.remember(format!("k{i}"), Arc::new(kek(1)));
+        }
+        assert!(keks.cached("k0").is_some()); // k0 now the most recent
+        keks.remember("new".into(), Arc::new(kek(2)));
+        assert_eq!(lock(&keks.cache).held.len(), LOCAL_KEK_CACHE);
+        assert!(keks.cached("k0").is_some());
+        assert!(keks.cached("k1").is_none(), "the least recently used one stays");
+        assert!(keks.cached("new").is_some());
+    }
+}
