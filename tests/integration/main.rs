@@ -9,6 +9,7 @@ mod ha;
 mod harness;
 mod layout;
 mod lifecycle;
+mod local_kek;
 mod ops;
 mod security;
 mod session;

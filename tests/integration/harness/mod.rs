@@ -223,6 +223,22 @@ pub fn decrypt_v2(c: &KmsClient, ct: &[u8], key_id: &str) -> grpcio::Result<Vec<
     c.v2.decrypt(&r, c.opt()).map(|r| r.plaintext)
 }
 
+/// `decrypt_v2` with annotations, as the apiserver sends back those that
+/// Encrypt returned (the local KEK's `local-kek.trousseau.io`).
+pub fn decrypt_v2_with(
+    c: &KmsClient,
+    ct: &[u8],
+    key_id: &str,
+    annotations: &std::collections::HashMap<String, Vec<u8>>,
+) -> grpcio::Result<Vec<u8>> {
+    let mut r = v2::DecryptRequest::new();
+    r.ciphertext = ct.to_vec();
+    r.key_id = key_id.to_owned();
+    r.annotations = annotations.clone();
+    r.uid = "it-uid".into();
+    c.v2.decrypt(&r, c.opt()).map(|r| r.plaintext)
+}
+
 pub fn encrypt_v1(c: &KmsClient, pt: &[u8]) -> grpcio::Result<Vec<u8>> {
     secrets::remember(pt);
     let mut r = v1beta1::EncryptRequest::new();
