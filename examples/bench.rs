@@ -4,8 +4,10 @@
 //! the same load straight at transit over keep-alive HTTP, in one run, and
 //! prints side by side: requests/s, p50, p99, the ratio to direct transit,
 //! the plugin's CPU per call, its RSS and its Vault calls per 1,000
-//! requests. Then a v1 cold start: N sequential Decrypts of distinct
-//! ciphertexts, the way the apiserver refills its cache after a restart.
+//! requests, and each plugin's transit calls per 10,000 Encrypts. Then a
+//! v1 cold start: N sequential Decrypts of distinct ciphertexts, the way
+//! the apiserver refills its cache after a restart (with `--local-kek`,
+//! through the plugin that sealed them and through one without their KEKs).
 //!
 //! usage: bench --vault-addr URL --key NAME
 //!              --plugin LABEL=SOCKET,PID,METRICS_ADDR [--plugin ...]
@@ -104,7 +106,7 @@ struct Plugin {
 }
 
 impl Plugin {
-    fn v2_encrypt(&self, pt: &[u8]) -> Result<(Vec<u8>, String), Failure> {
+    fn v2_encrypt(&self, pt: &[u8]) -> Result<V2Ct, Failure> {
         let mut e = v2::EncryptRequest::new();
         e.plaintext = pt.to_vec();
         e.uid = "bench".into();
@@ -113,13 +115,20 @@ impl Plugin {
             .v2
             .encrypt(&e, self.client.opt())
             .map_err(|e| e.to_string())?;
-        Ok((r.ciphertext, r.key_id))
+        Ok(V2Ct {
+            ciphertext: r.ciphertext,
+            key_id: r.key_id,
+            annotations: r.annotations,
+        })
     }
 
-    fn v2_decrypt(&self, ct: &(Vec<u8>, String)) -> Result<Vec<u8>, Failure> {
+    fn v2_decrypt(&self, ct: &V2Ct) -> Result<Vec<u8>, Failure> {
         let mut d = v2::DecryptRequest::new();
-        d.ciphertext = ct.0.clone();
-        d.key_id = ct.1.clone();
+        d.ciphertext = ct.ciphertext.clone();
+        d.key_id = ct.key_id.clone();
+        // As the apiserver does: the annotations stored with the ciphertext
+        // (the wrapped local KEK, with --local-kek) go back with it.
+        d.annotations = ct.annotations.clone();
         d.uid = "bench".into();
         Ok(self
             .client
@@ -155,13 +164,7 @@ impl Plugin {
 
     /// User + system CPU seconds so far.
     fn cpu(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        // Fields after the command name, which ends at the last ')'.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime are fields 14 and 15 of stat, 12 and 13 here.
-        (ticks(11) + ticks(12)) / clock_ticks()
+        cpu_of(&self.pid.to_string())
     }
 
     fn status_kib(&self, field: &str) -> u64 {
@@ -190,19 +193,43 @@ impl Plugin {
     }
 }
 
+/// User + system CPU seconds of process `pid` (or `self`) so far.
+fn cpu_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which ends at the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 here.
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
 fn clock_ticks() -> f64 {
     // CLK_TCK is 100 on every Linux architecture we build for.
     100.0
 }
 
-/// A plugin's ciphertexts to decrypt: v2 (ciphertext, key id) and v1 ciphers.
-type Pools = (Arc<Vec<(Vec<u8>, String)>>, Arc<Vec<Vec<u8>>>);
+/// What the apiserver stores of a v2 Encrypt, and sends back to Decrypt.
+struct V2Ct {
+    ciphertext: Vec<u8>,
+    key_id: String,
+    annotations: std::collections::HashMap<String, Vec<u8>>,
+}
+
+/// A plugin's ciphertexts to decrypt: v2 and v1 ciphers.
+type Pools = (Arc<Vec<V2Ct>>, Arc<Vec<Vec<u8>>>);
+
+/// The prefix of a v1 cipher sealed under a local KEK (`--local-kek`).
+const V1_LOCAL_PREFIX: &[u8] = b"vault-transit-kek:";
 
 struct Measured {
     ops: f64,
     p50: Duration,
     p99: Duration,
     calls: usize,
+    /// This client's own CPU per call, in microseconds: on two cores,
+    /// what the client burns is not there for the plugin or OpenBao.
+    client_us: f64,
 }
 
 /// Runs `f` on `conc` threads for `secs`; any failure ends the run.
@@ -211,6 +238,7 @@ where
     F: Fn(usize) -> Result<(), Failure> + Send + Sync + 'static,
 {
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu0 = cpu_of("self");
     let start = Instant::now();
     let handles: Vec<_> = (0..conc)
         .map(|t| {
@@ -234,6 +262,7 @@ where
     stop.store(true, Ordering::Relaxed);
     let mut all: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
     let took = start.elapsed().as_secs_f64();
+    let client_us = (cpu_of("self") - cpu0) * 1e6 / all.len().max(1) as f64;
     all.sort();
     let pct = |p: f64| {
         all.get(((all.len() as f64 - 1.0) * p) as usize)
@@ -245,6 +274,7 @@ where
         p50: pct(0.5),
         p99: pct(0.99),
         calls: all.len(),
+        client_us,
     }
 }
 
@@ -254,13 +284,13 @@ fn ms(d: Duration) -> f64 {
 
 fn header() {
     println!(
-        "{:<26} {:>4} {:>9} {:>8} {:>8} {:>8} {:>10} {:>11} {:>8}",
-        "path", "conc", "req/s", "p50 ms", "p99 ms", "x direct", "CPU us/req", "vault/1000", "RSS KiB"
+        "{:<26} {:>4} {:>9} {:>8} {:>8} {:>8} {:>10} {:>11} {:>8} {:>9}",
+        "path", "conc", "req/s", "p50 ms", "p99 ms", "x direct", "CPU us/req", "vault/1000", "RSS KiB", "client us"
     );
 }
 
 /// One plugin row: the load, then what it cost the plugin.
-fn plugin_row<F>(p: &Plugin, name: &str, conc: usize, secs: Duration, direct: f64, f: Arc<F>)
+fn plugin_row<F>(p: &Plugin, name: &str, conc: usize, secs: Duration, direct: f64, f: Arc<F>) -> (f64, f64)
 where
     F: Fn(usize) -> Result<(), Failure> + Send + Sync + 'static,
 {
@@ -269,7 +299,7 @@ where
     let (cpu, calls) = (p.cpu() - cpu0, p.vault_calls() - calls0);
     let n = m.calls.max(1) as f64;
     println!(
-        "{:<26} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>10.0} {:>11.0} {:>8}",
+        "{:<26} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>10.0} {:>11.2} {:>8} {:>9.0}",
         format!("{} {name}", p.label),
         conc,
         m.ops,
@@ -278,8 +308,10 @@ where
         m.ops / direct.max(1e-9),
         cpu * 1e6 / n,
         calls * 1000.0 / n,
-        p.status_kib("VmRSS:")
+        p.status_kib("VmRSS:"),
+        m.client_us
     );
+    (m.calls as f64, calls)
 }
 
 fn main() {
@@ -349,10 +381,12 @@ fn main() {
         .collect();
 
     println!(
-        "{:.0} s per row; 32-byte DEKs; x direct = req/s over direct transit's at that concurrency; CPU and RSS are the plugin's",
+        "{:.0} s per row; 32-byte DEKs; x direct = req/s over direct transit's at that concurrency; CPU and RSS are the plugin's; client us = this client's CPU per call",
         secs.as_secs_f64()
     );
     header();
+    // Per plugin: Encrypts done and the transit calls made meanwhile.
+    let mut encrypts = vec![(0.0, 0.0); plugins.len()];
     for op in [Op::Encrypt, Op::Decrypt] {
         for &conc in &concs {
             let (d, p, cts) = (direct.clone(), pt.clone(), direct_cts.clone());
@@ -368,7 +402,7 @@ fn main() {
                 }),
             );
             println!(
-                "{:<26} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>11} {:>8}",
+                "{:<26} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>11} {:>8} {:>9.0}",
                 format!("direct transit {}", op.name()),
                 conc,
                 m.ops,
@@ -377,9 +411,10 @@ fn main() {
                 1.0,
                 "-",
                 1000,
-                "-"
+                "-",
+                m.client_us
             );
-            for (plugin, (v2_pool, v1_pool)) in plugins.iter().zip(&pools) {
+            for (pi, (plugin, (v2_pool, v1_pool))) in plugins.iter().zip(&pools).enumerate() {
                 for api in ["v2", "v1"] {
                     let (pl, p, v2_pool, v1_pool) = (plugin.clone(), pt.clone(), v2_pool.clone(), v1_pool.clone());
                     let f = Arc::new(move |i: usize| match (op, api) {
@@ -394,10 +429,20 @@ fn main() {
                             None => Err("empty pool".into()),
                         },
                     });
-                    plugin_row(plugin, &format!("{api} {}", op.name()), conc, secs, m.ops, f);
+                    let (n, calls) = plugin_row(plugin, &format!("{api} {}", op.name()), conc, secs, m.ops, f);
+                    if let (Op::Encrypt, Some(e)) = (op, encrypts.get_mut(pi)) {
+                        *e = (e.0 + n, e.1 + calls);
+                    }
                 }
             }
         }
+    }
+    for (p, (n, calls)) in plugins.iter().zip(&encrypts) {
+        println!(
+            "{}: {calls:.0} transit calls (health checks included) over {n:.0} Encrypts = {:.2} per 10,000",
+            p.label,
+            calls * 10_000.0 / n.max(1.0)
+        );
     }
     for p in &plugins {
         println!(
@@ -420,11 +465,8 @@ fn check(got: &[u8], want: &[u8]) -> Result<(), Failure> {
     }
 }
 
-/// N distinct v1 ciphertexts (made through the first plugin, 16 at once),
-/// then N sequential Decrypts of them through each plugin, and of their
-/// transit ciphertexts straight at transit.
-fn cold_start(plugins: &[Arc<Plugin>], direct: &Direct, pt: &Arc<Vec<u8>>, n: usize) {
-    let Some(maker) = plugins.first() else { return };
+/// N distinct v1 ciphers made through `maker`, 16 at once.
+fn make_v1(maker: &Arc<Plugin>, pt: &Arc<Vec<u8>>, n: usize) -> Vec<Vec<u8>> {
     let made = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
     let workers: Vec<_> = (0..16)
         .map(|w| {
@@ -440,7 +482,25 @@ fn cold_start(plugins: &[Arc<Plugin>], direct: &Direct, pt: &Arc<Vec<u8>>, n: us
     for w in workers {
         let _ = w.join();
     }
-    let ciphers = std::mem::take(&mut *made.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut made = made.lock().unwrap_or_else(|e| e.into_inner());
+    std::mem::take(&mut *made)
+}
+
+/// A v1 cold start: N sequential Decrypts of distinct ciphers. Transit
+/// ones (made through the first plugin without `--local-kek`) through
+/// each such plugin and their transit ciphertexts straight at transit;
+/// then, for each plugin with `--local-kek`, N of its ciphers through every
+/// plugin that reads them (one that did not make them holds none of their
+/// KEKs: its cold cache costs one transit decrypt per KEK).
+fn cold_start(plugins: &[Arc<Plugin>], direct: &Direct, pt: &Arc<Vec<u8>>, n: usize) {
+    let local: Vec<bool> = plugins
+        .iter()
+        .map(|p| p.v1_encrypt(pt).is_ok_and(|c| c.starts_with(V1_LOCAL_PREFIX)))
+        .collect();
+    let Some(maker) = plugins.iter().zip(&local).find(|(_, l)| !**l).map(|(p, _)| p) else {
+        return;
+    };
+    let ciphers = make_v1(maker, pt, n);
     // A v1 cipher is `vault-transit:<mount>/<key>:` and transit's own.
     let transit: Vec<String> = ciphers
         .iter()
@@ -452,34 +512,53 @@ fn cold_start(plugins: &[Arc<Plugin>], direct: &Direct, pt: &Arc<Vec<u8>>, n: us
         })
         .collect();
     println!("v1 cold start: {n} sequential Decrypts of distinct ciphertexts");
+    // The time for all N, or the error and how many had succeeded.
     let timed = |f: &dyn Fn(usize) -> Result<(), Failure>| {
         let start = Instant::now();
         for i in 0..n {
-            if let Err(e) = f(i) {
-                fail(format!("cold start: {e}"));
-            }
+            f(i).map_err(|e| (i, e))?;
         }
-        start.elapsed()
+        Ok::<_, (usize, Failure)>(start.elapsed())
     };
     let d = timed(&|i| match transit.get(i) {
         Some(ct) => check(&direct.decrypt(ct)?, pt),
         None => Err("missing".into()),
-    });
+    })
+    .unwrap_or_else(|(_, e)| fail(format!("cold start: {e}")));
     println!("  direct transit: {:.2} s", d.as_secs_f64());
-    for p in plugins {
+    let row = |p: &Plugin, ciphers: &[Vec<u8>], what: &str| {
         let (cpu0, calls0) = (p.cpu(), p.vault_calls());
-        let t = timed(&|i| match ciphers.get(i) {
+        let t = match timed(&|i| match ciphers.get(i) {
             Some(c) => check(&p.v1_decrypt(c)?, pt),
             None => Err("missing".into()),
-        });
+        }) {
+            Ok(t) => t,
+            // An older build (BEFORE=) does not read local-KEK ciphers.
+            Err((0, e)) => return println!("  {} ({what}): cannot decrypt them: {e}", p.label),
+            Err((_, e)) => fail(format!("cold start: {e}")),
+        };
         println!(
-            "  {}: {:.2} s = {:.2} x direct; CPU {:.0} us per Decrypt; {:.0} vault calls per 1000",
+            "  {} ({what}): {:.2} s = {:.3} x direct; CPU {:.0} us per Decrypt; {:.2} vault calls per 1000",
             p.label,
             t.as_secs_f64(),
             t.as_secs_f64() / d.as_secs_f64().max(1e-9),
             (p.cpu() - cpu0) * 1e6 / n as f64,
             (p.vault_calls() - calls0) * 1000.0 / n as f64
         );
+    };
+    for (p, _) in plugins.iter().zip(&local).filter(|(_, l)| !**l) {
+        row(p, &ciphers, "transit ciphers");
+    }
+    for (maker, _) in plugins.iter().zip(&local).filter(|(_, l)| **l) {
+        let sealed = make_v1(maker, pt, n);
+        for p in plugins {
+            let what = if Arc::ptr_eq(p, maker) {
+                "its local-KEK ciphers, KEK cached".to_owned()
+            } else {
+                format!("{}'s local-KEK ciphers, KEK not cached", maker.label)
+            };
+            row(p, &sealed, &what);
+        }
     }
 }
 
@@ -584,6 +663,7 @@ fn burst(socket: &str, conc: usize, total: usize, timeout: Duration, pt: &Arc<Ve
                     let mut d = v2::DecryptRequest::new();
                     d.ciphertext = r.ciphertext;
                     d.key_id = r.key_id;
+                    d.annotations = r.annotations;
                     d.uid = "bench".into();
                     let back =
                         c.v2.decrypt(&d, c.opt())

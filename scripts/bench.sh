@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Rerunnable benchmark: starts an OpenBao dev server and two release
-# plugins on loopback (coalescing on, and --coalesce=false), then drives
-# KMS v2 and v1 Encrypt and Decrypt through each plugin's socket and the
-# same calls straight at transit, at concurrency 1, 16 and 64, side by side
-# in one run, and a v1 cold start (N sequential Decrypts of distinct
-# ciphertexts). Prints req/s, p50, p99, the ratio to direct transit, the
-# plugin's CPU per request, its RSS and its Vault calls per 1,000 requests.
+# Rerunnable benchmark: starts an OpenBao dev server and three release
+# plugins on loopback (coalescing on, --coalesce=false, and --local-kek),
+# then drives KMS v2 and v1 Encrypt and Decrypt through each plugin's
+# socket and the same calls straight at transit, at concurrency 1, 16 and
+# 64, side by side in one run, and a v1 cold start (N sequential Decrypts
+# of distinct ciphertexts, also of local-KEK ones). Prints req/s, p50,
+# p99, the ratio to direct transit, the plugin's CPU per request, its RSS
+# and its Vault calls per 1,000 requests (and per 10,000 Encrypts).
 # usage: scripts/bench.sh [SECONDS_PER_ROW] [COLD_START_DECRYPTS]   (default 5 10000)
 # BIN=path/to/trousseau benchmarks that plugin binary instead of building
-# target/release/trousseau; BEFORE=path/to/old/trousseau adds a third
+# target/release/trousseau; BEFORE=path/to/old/trousseau adds another
 # plugin, run as it is (for before/after figures). CONC=1,16,64 picks the
-# concurrency levels.
+# concurrency levels; LOCAL_KEK=0 leaves the --local-kek plugin out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -41,6 +42,9 @@ start_one() {
 }
 start_one coalesce-on "$plugin"
 start_one coalesce-off "$plugin" --coalesce=false
+if [ "${LOCAL_KEK:-1}" != 0 ]; then
+    start_one local-kek "$plugin" --local-kek
+fi
 if [ -n "${BEFORE:-}" ]; then
     start_one before "$BEFORE"
 fi
