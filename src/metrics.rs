@@ -214,7 +214,7 @@ impl Metrics {
         let kek_unwraps = Counter::default();
         registry.register(
             "local_kek_unwraps",
-            "Wrapped local KEKs not in the cache, each unwrapped by one transit decrypt",
+            "Transit decrypts of wrapped local KEKs that were not in the cache",
             kek_unwraps.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();

@@ -9,20 +9,6 @@ use grpcio::RpcStatusCode;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-/// The sum of the `/metrics` samples whose line starts with `prefix`.
-fn metric_sum(p: &Plugin, prefix: &str) -> f64 {
-    let text = agent()
-        .get(format!("{}/metrics", p.http))
-        .call()
-        .ok()
-        .and_then(|mut r| r.body_mut().read_to_string().ok())
-        .unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 fn calls_saved(p: &Plugin, op: &str) -> f64 {
     metric_sum(p, &format!("trousseau_vault_calls_saved_total{{operation=\"{op}\"}}"))
 }

@@ -23,20 +23,6 @@ fn b64() -> &'static base64::engine::GeneralPurpose {
     &base64::engine::general_purpose::STANDARD
 }
 
-/// The sum of the `/metrics` samples whose line starts with `prefix`.
-fn metric_sum(p: &Plugin, prefix: &str) -> f64 {
-    let text = agent()
-        .get(format!("{}/metrics", p.http))
-        .call()
-        .ok()
-        .and_then(|mut r| r.body_mut().read_to_string().ok())
-        .unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 fn rotations(p: &Plugin, reason: &str) -> f64 {
     metric_sum(
         p,

@@ -269,6 +269,20 @@ pub fn encrypt_burst(c: &std::sync::Arc<KmsClient>, n: usize) -> Vec<grpcio::Res
 /// A key id without its creation time (`…:v1@1796235632` → `…:v1`), once
 /// the time is checked to be a plausible Unix time; an id without one is
 /// returned as it is.
+/// The sum of the `/metrics` samples whose line starts with `prefix`.
+pub fn metric_sum(p: &Plugin, prefix: &str) -> f64 {
+    let text = agent()
+        .get(format!("{}/metrics", p.http))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 pub fn key_id_base(id: &str) -> &str {
     match id.split_once('@') {
         Some((head, t)) => {
