@@ -20,7 +20,7 @@
 //! Decrypt of a local-KEK ciphertext works with or without the flag, so
 //! turning it off loses nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,9 @@ pub(super) struct Keks {
     state: Mutex<State>,
     rotated: Condvar,
     cache: Mutex<Cache>,
+    /// KEKs being unwrapped now: a Decrypt needing one waits for that answer.
+    unwrapping: Mutex<HashSet<String>>,
+    unwrapped: Condvar,
 }
 
 /// A DEK sealed under the local KEK: the sealed bytes, the wrapped KEK and
@@ -98,6 +101,8 @@ impl Keks {
             state: Mutex::default(),
             rotated: Condvar::new(),
             cache: Mutex::default(),
+            unwrapping: Mutex::default(),
+            unwrapped: Condvar::new(),
         }
     }
 
@@ -228,21 +233,50 @@ impl Kms {
     }
 
     /// Opens a DEK sealed under a local KEK that `key` wrapped: the KEK
-    /// from the cache, or unwrapped by one transit decrypt.
+    /// from the cache, or unwrapped by one transit decrypt, which the
+    /// Decrypts that need the same KEK meanwhile wait for.
     pub fn open_local(&self, key: &KeyName, local: &LocalSealed, aad: &[u8]) -> Result<Vec<u8>, KmsError> {
         self.check_served(key)?;
-        let id = cache_id(key, &local.wrapped);
-        let kek = match self.keks.cached(&id) {
-            Some(k) => k,
-            None => {
-                let raw = Zeroizing::new(self.decrypt_with(key, &local.wrapped, self.deadline())?);
+        let (id, deadline, started) = (cache_id(key, &local.wrapped), self.deadline(), Instant::now());
+        let mut busy = lock(&self.keks.unwrapping);
+        let kek = loop {
+            if let Some(k) = self.keks.cached(&id) {
+                break k;
+            }
+            if busy.insert(id.clone()) {
+                drop(busy);
+                let _done = Unwrapping {
+                    keks: &self.keks,
+                    id: &id,
+                };
+                let raw = Zeroizing::new(self.decrypt_with(key, &local.wrapped, deadline)?);
                 crate::metrics::metrics().local_kek_unwrapped();
                 let kek = Arc::new(new_kek(&raw, local.wrapped.clone())?);
-                self.keks.remember(id, kek.clone());
-                kek
+                self.keks.remember(id.clone(), kek.clone());
+                break kek;
             }
+            busy = self.wait_for(&self.keks.unwrapped, busy, deadline, started)?;
         };
         open(&kek, &local.sealed, aad)
+    }
+
+    /// Waits for another request's rotation or unwrap, within the deadline.
+    fn wait_for<'a, T>(
+        &self,
+        cv: &Condvar,
+        guard: std::sync::MutexGuard<'a, T>,
+        deadline: Instant,
+        started: Instant,
+    ) -> Result<std::sync::MutexGuard<'a, T>, KmsError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || crate::caller::gone() {
+            return Err(KmsError::Vault(VaultError::Timeout {
+                addr: self.vault.preferred_addr().to_owned(),
+                after: started.elapsed(),
+            }));
+        }
+        let waited = cv.wait_timeout(guard, left.min(CALLER_POLL));
+        Ok(waited.unwrap_or_else(PoisonError::into_inner).0)
     }
 
     /// Whether new DEKs are sealed locally.
@@ -279,21 +313,7 @@ impl Kms {
             if !st.rotating {
                 break;
             }
-            // Another request is rotating: wait for it, within this
-            // request's deadline (and while its caller still waits).
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || crate::caller::gone() {
-                return Err(KmsError::Vault(VaultError::Timeout {
-                    addr: self.vault.preferred_addr().to_owned(),
-                    after: started.elapsed(),
-                }));
-            }
-            st = self
-                .keks
-                .rotated
-                .wait_timeout(st, left.min(CALLER_POLL))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            st = self.wait_for(&self.keks.rotated, st, deadline, started)?;
         }
         let reason = st
             .active
@@ -342,6 +362,19 @@ impl Kms {
         let kek = Arc::new(new_kek(raw.as_slice(), wrapped.ciphertext.clone())?);
         self.keks.remember(cache_id(&self.key, &kek.wrapped), kek.clone());
         Ok((kek, wrapped.key))
+    }
+}
+
+/// Held while a KEK is unwrapped; at the end, however it ends, waiters look again.
+struct Unwrapping<'a> {
+    keks: &'a Keks,
+    id: &'a str,
+}
+
+impl Drop for Unwrapping<'_> {
+    fn drop(&mut self) {
+        lock(&self.keks.unwrapping).remove(self.id);
+        self.keks.unwrapped.notify_all();
     }
 }
 

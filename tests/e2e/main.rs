@@ -13,6 +13,7 @@ mod stack;
 mod at_rest;
 mod cold_start;
 mod health;
+mod local_kek;
 mod manifests;
 mod migration;
 mod plugin_states;

@@ -49,6 +49,8 @@ pub struct StackOpts {
     pub raft: bool,
     /// Start the plugin before the apiserver (the documented order).
     pub plugin_first: bool,
+    /// Flags for the plugin beyond `--transit-key kube`.
+    pub plugin_args: &'static [&'static str],
 }
 
 impl Default for StackOpts {
@@ -58,6 +60,7 @@ impl Default for StackOpts {
             kms_v1: false,
             raft: false,
             plugin_first: true,
+            plugin_args: &[],
         }
     }
 }
@@ -88,7 +91,7 @@ impl Stack {
         let etcd = Etcd::start(&d);
         let plugin = opts
             .plugin_first
-            .then(|| start_plugin(&d, &socket, &bao.addr, &plugin_token));
+            .then(|| start_plugin(&d, &socket, &bao.addr, &plugin_token, opts.plugin_args));
         let api_opts = apiserver_opts(&d, &socket, &opts, opts.encryption_config);
         let apiserver = if opts.plugin_first {
             Apiserver::start(&d, &etcd, &pki, &api_opts)
@@ -110,11 +113,17 @@ impl Stack {
 
     /// Starts (or starts again) the plugin on the stack's socket.
     pub fn start_plugin(&mut self) {
+        self.start_plugin_with(self.opts.plugin_args);
+    }
+
+    /// Starts (or starts again) the plugin with these flags.
+    pub fn start_plugin_with(&mut self, args: &[&str]) {
         self.plugin = Some(start_plugin(
             self.dir.path(),
             &self.socket,
             &self.bao.addr,
             &self.plugin_token,
+            args,
         ));
     }
 
@@ -147,8 +156,10 @@ impl Stack {
     }
 }
 
-fn start_plugin(dir: &Path, socket: &Path, vault: &str, token: &str) -> Plugin {
-    let mut p = Plugin::spawn_raw(dir, socket, vault, token, &["--transit-key", "kube"]);
+fn start_plugin(dir: &Path, socket: &Path, vault: &str, token: &str, extra: &[&str]) -> Plugin {
+    let mut args = vec!["--transit-key", "kube"];
+    args.extend_from_slice(extra);
+    let mut p = Plugin::spawn_raw(dir, socket, vault, token, &args);
     let start = Instant::now();
     while !socket.exists() {
         if let Some(st) = p.try_exit() {
