@@ -106,10 +106,6 @@ impl Keks {
         }
     }
 
-    pub(super) fn enabled(&self) -> bool {
-        self.policy.is_some()
-    }
-
     /// Why Status must not say ok: the last rotation failed.
     pub(super) fn failure(&self) -> Option<String> {
         lock(&self.state).failed.clone()
@@ -238,6 +234,9 @@ impl Kms {
     pub fn open_local(&self, key: &KeyName, local: &LocalSealed, aad: &[u8]) -> Result<Vec<u8>, KmsError> {
         self.check_served(key)?;
         let (id, deadline, started) = (cache_id(key, &local.wrapped), self.deadline(), Instant::now());
+        if let Some(kek) = self.keks.cached(&id) {
+            return open(&kek, &local.sealed, aad);
+        }
         let mut busy = lock(&self.keks.unwrapping);
         let kek = loop {
             if let Some(k) = self.keks.cached(&id) {
@@ -281,7 +280,7 @@ impl Kms {
 
     /// Whether new DEKs are sealed locally.
     pub fn local_kek(&self) -> bool {
-        self.keks.enabled()
+        self.keks.policy.is_some()
     }
 
     /// The health check's part: a failed rotation is tried again, so
