@@ -19,7 +19,8 @@ mod values;
 pub use sources::{parse_config_json, Sources, KEYS, MULTI_KEYS};
 use sources::{parsed, Layers};
 pub use values::{
-    parse_addr, parse_addrs, parse_bool, parse_duration, parse_key_name, parse_mount, parse_server_name, parse_socket,
+    parse_addr, parse_addrs, parse_bool, parse_count, parse_duration, parse_duration_in, parse_key_name, parse_mount,
+    parse_server_name, parse_socket,
 };
 use values::{parse_file, split_list};
 
@@ -155,40 +156,29 @@ impl Config {
             return err("--vault-proxy and --vault-tls-server-name cannot be combined: the server name override pins each node's address, which a proxy would then be asked to resolve");
         }
         let vault_timeout = parsed(lookup("vault-timeout"), |raw| {
-            let d = parse_duration(raw)?;
-            if (MIN_VAULT_TIMEOUT..=MAX_VAULT_TIMEOUT).contains(&d) {
-                Ok(d)
-            } else {
-                Err(format!(
-                    "{raw} is out of range; use 100ms to 60s (below the apiserver's KMS timeout, 3s by default)"
-                ))
-            }
+            parse_duration_in(
+                raw,
+                MIN_VAULT_TIMEOUT..=MAX_VAULT_TIMEOUT,
+                "100ms to 60s (below the apiserver's KMS timeout, 3s by default)",
+            )
         })?
         .unwrap_or(DEFAULT_VAULT_TIMEOUT);
         let max_in_flight = parsed(lookup("max-in-flight"), |raw| {
-            raw.trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_MAX_IN_FLIGHT).contains(n))
-                .ok_or_else(|| format!("\"{raw}\" is not a number from 1 to {MAX_MAX_IN_FLIGHT}"))
+            // The bound is small, so the count fits a usize.
+            parse_count(raw, MAX_MAX_IN_FLIGHT as u64).map(|n| n as usize)
         })?
         .unwrap_or(DEFAULT_MAX_IN_FLIGHT);
         let coalesce = parsed(lookup("coalesce"), parse_bool)?.unwrap_or(true);
         let local_kek = parsed(lookup("local-kek"), parse_bool)?.unwrap_or(false);
         let local_kek_max_uses = parsed(lookup("local-kek-max-uses"), |raw| {
-            raw.trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| (1..=MAX_LOCAL_KEK_MAX_USES).contains(n))
-                .ok_or_else(|| format!("\"{raw}\" is not a number from 1 to {MAX_LOCAL_KEK_MAX_USES}"))
+            parse_count(raw, MAX_LOCAL_KEK_MAX_USES)
         })?;
         let local_kek_max_age = parsed(lookup("local-kek-max-age"), |raw| {
-            let d = parse_duration(raw)?;
-            if (MIN_LOCAL_KEK_MAX_AGE..=MAX_LOCAL_KEK_MAX_AGE).contains(&d) {
-                Ok(d)
-            } else {
-                Err(format!("{raw} is out of range; use 1s to 1440m (24 hours)"))
-            }
+            parse_duration_in(
+                raw,
+                MIN_LOCAL_KEK_MAX_AGE..=MAX_LOCAL_KEK_MAX_AGE,
+                "1s to 1440m (24 hours)",
+            )
         })?;
         if !local_kek && (local_kek_max_uses.is_some() || local_kek_max_age.is_some()) {
             return err("--local-kek-max-uses and --local-kek-max-age apply only with --local-kek: add --local-kek, or drop them");

@@ -118,6 +118,29 @@ pub fn parse_bool(raw: &str) -> Result<bool, String> {
     }
 }
 
+/// A whole number from 1 to `max`.
+pub fn parse_count(raw: &str, max: u64) -> Result<u64, String> {
+    raw.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("\"{raw}\" is not a number from 1 to {max}"))
+}
+
+/// A duration within `range`; `advice` says which, after "use".
+pub fn parse_duration_in(
+    raw: &str,
+    range: std::ops::RangeInclusive<Duration>,
+    advice: &str,
+) -> Result<Duration, String> {
+    let d = parse_duration(raw)?;
+    if range.contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("{raw} is out of range; use {advice}"))
+    }
+}
+
 /// `250ms`, `2s`, `1m`, `1.5s`. A bare number is refused: units matter here.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let s = raw.trim();
