@@ -73,12 +73,8 @@ impl KeyManagementService for V1 {
         dispatch(&ctx, sink, &self.0, "v1beta1", "decrypt", String::new(), move |kms| {
             check_version(&req.version)?;
             let mut resp = DecryptResponse::new();
-            if let Some(local) = parse_v1_local(&req.cipher)? {
-                // The v1 framing always names its key.
-                let Some(name) = &local.key else {
-                    return Err(KmsError::Internal("a v1 local-KEK cipher without its key".into()));
-                };
-                resp.plain = kms.open_local(name, &local, LOCAL_AAD)?;
+            if let Some((name, local)) = parse_v1_local(&req.cipher)? {
+                resp.plain = kms.open_local(&name, &local, LOCAL_AAD)?;
                 return Ok(resp);
             }
             let cipher = parse_v1_cipher(&req.cipher)?;

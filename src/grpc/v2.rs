@@ -48,29 +48,25 @@ impl KeyManagementService for V2 {
         let uid = req.uid.clone();
         dispatch(&ctx, sink, &self.0, "v2", "encrypt", uid, move |kms| {
             let mut resp = EncryptResponse::new();
-            if kms.local_kek() {
+            let what = if kms.local_kek() {
                 let local = kms.seal_local(&req.plaintext, V2_MAX_PLAINTEXT, LOCAL_AAD)?;
-                if local.sealed.len() > V2_MAX_CIPHERTEXT {
-                    return Err(KmsError::Internal(format!(
-                        "the sealed DEK is {} bytes; KMS v2 allows {V2_MAX_CIPHERTEXT}",
-                        local.sealed.len()
-                    )));
-                }
                 resp.ciphertext = local.sealed;
                 resp.key_id = local.key.key_id();
                 let wrapped = local.wrapped.as_str().as_bytes().to_vec();
                 resp.annotations.insert(LOCAL_KEK_ANNOTATION.to_owned(), wrapped);
-                return Ok(resp);
-            }
-            let sealed = kms.encrypt(&req.plaintext, V2_MAX_PLAINTEXT)?;
-            resp.ciphertext = sealed.ciphertext.as_str().as_bytes().to_vec();
+                "the sealed DEK"
+            } else {
+                let sealed = kms.encrypt(&req.plaintext, V2_MAX_PLAINTEXT)?;
+                resp.ciphertext = sealed.ciphertext.as_str().as_bytes().to_vec();
+                resp.key_id = sealed.key.key_id();
+                "vault ciphertext"
+            };
             if resp.ciphertext.len() > V2_MAX_CIPHERTEXT {
                 return Err(KmsError::Internal(format!(
-                    "vault ciphertext is {} bytes; KMS v2 allows {V2_MAX_CIPHERTEXT}",
+                    "{what} is {} bytes; KMS v2 allows {V2_MAX_CIPHERTEXT}",
                     resp.ciphertext.len()
                 )));
             }
-            resp.key_id = sealed.key.key_id();
             Ok(resp)
         });
     }

@@ -302,23 +302,22 @@ impl Kms {
         let current = self.current_key();
         let started = Instant::now();
         let mut st = lock(&self.keks.state);
-        loop {
-            if let Some(a) = st.active.as_mut() {
-                if due(a, &policy, current.as_ref()).is_none() {
-                    a.uses += 1;
-                    return Ok((a.kek.clone(), a.made_by.clone()));
-                }
-            }
+        let reason = loop {
+            let reason = match st.active.as_mut() {
+                Some(a) => match due(a, &policy, current.as_ref()) {
+                    Some(why) => why,
+                    None => {
+                        a.uses += 1;
+                        return Ok((a.kek.clone(), a.made_by.clone()));
+                    }
+                },
+                None => "start",
+            };
             if !st.rotating {
-                break;
+                break reason;
             }
             st = self.wait_for(&self.keks.rotated, st, deadline, started)?;
-        }
-        let reason = st
-            .active
-            .as_ref()
-            .and_then(|a| due(a, &policy, current.as_ref()))
-            .unwrap_or("start");
+        };
         st.rotating = true;
         drop(st);
         let guard = RotationGuard { keks: &self.keks };

@@ -29,12 +29,11 @@ pub const V1_LOCAL_PREFIX: &str = "vault-transit-kek:";
 pub const SEAL_NONCE: usize = 12;
 pub const SEAL_TAG: usize = 16;
 
-/// A DEK sealed under a local KEK, as read back: the transit key that
-/// wrapped the KEK (v1 names it; in v2 the key id does), the wrapped KEK
-/// and the sealed bytes (nonce, ciphertext, tag).
+/// A DEK sealed under a local KEK, as read back: the wrapped KEK and the
+/// sealed bytes (nonce, ciphertext, tag). The transit key that wrapped the
+/// KEK is named by the v1 framing, or in v2 by the key id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalSealed {
-    pub key: Option<KeyName>,
     pub wrapped: VaultCiphertext,
     pub sealed: Vec<u8>,
 }
@@ -58,7 +57,6 @@ pub fn parse_v2_local(ciphertext: &[u8], annotation: &[u8]) -> Result<LocalSeale
     check_size(annotation, WHAT, crate::limits::V2_MAX_CIPHERTEXT)?;
     let text = std::str::from_utf8(annotation).map_err(|_| WireError::NotUtf8(WHAT))?;
     Ok(LocalSealed {
-        key: None,
         wrapped: VaultCiphertext::parse(text, WHAT)?,
         sealed: ciphertext.to_vec(),
     })
@@ -70,9 +68,10 @@ pub fn v1_local_cipher(name: &KeyName, wrapped: &VaultCiphertext, sealed: &[u8])
     format!("{V1_LOCAL_PREFIX}{name}:{}:{b64}", wrapped.as_str()).into_bytes()
 }
 
-/// Reads a v1 cipher if it is of the local-KEK form; `Ok(None)` when it
-/// does not start with [`V1_LOCAL_PREFIX`] (one of the transit forms).
-pub fn parse_v1_local(raw: &[u8]) -> Result<Option<LocalSealed>, WireError> {
+/// Reads a v1 cipher if it is of the local-KEK form, with the transit key
+/// it names; `Ok(None)` when it does not start with [`V1_LOCAL_PREFIX`]
+/// (one of the transit forms).
+pub fn parse_v1_local(raw: &[u8]) -> Result<Option<(KeyName, LocalSealed)>, WireError> {
     const WHAT: &str = "cipher";
     let Some(rest) = raw.strip_prefix(V1_LOCAL_PREFIX.as_bytes()) else {
         return Ok(None);
@@ -88,11 +87,7 @@ pub fn parse_v1_local(raw: &[u8]) -> Result<Option<LocalSealed>, WireError> {
         .decode(sealed)
         .map_err(|_| WireError::BadBase64)?;
     check_sealed(&sealed, "the sealed DEK", crate::limits::V1_MAX_CIPHER)?;
-    Ok(Some(LocalSealed {
-        key: Some(name),
-        wrapped,
-        sealed,
-    }))
+    Ok(Some((name, LocalSealed { wrapped, sealed })))
 }
 
 #[cfg(test)]
@@ -124,11 +119,13 @@ mod tests {
         assert!(c.starts_with(b"vault-transit-kek:kms/transit/kube-1.a:vault:v2:QUJDREVGR0g=:"));
         assert_eq!(
             parse_v1_local(&c),
-            Ok(Some(LocalSealed {
-                key: Some(name()),
-                wrapped: wrapped(),
-                sealed: sealed.clone()
-            }))
+            Ok(Some((
+                name(),
+                LocalSealed {
+                    wrapped: wrapped(),
+                    sealed: sealed.clone()
+                }
+            )))
         );
         // The transit forms are not this one, and this one is not theirs.
         assert_eq!(parse_v1_local(b"vault-transit:kms/k:vault:v1:AAAA"), Ok(None));
@@ -137,7 +134,7 @@ mod tests {
         // Every truncation is refused or reads back something else.
         for i in 0..c.len() {
             let r = parse_v1_local(&c[..i]);
-            let same = matches!(&r, Ok(Some(l)) if l.sealed == sealed);
+            let same = matches!(&r, Ok(Some((_, l))) if l.sealed == sealed);
             assert!(r.is_err() || !same, "truncation at {i} read back the whole");
         }
     }
@@ -155,7 +152,7 @@ mod tests {
         let sealed = vec![0u8; SEAL_NONCE + crate::limits::V1_MAX_PLAINTEXT + SEAL_TAG];
         let c = v1_local_cipher(&name, &wrapped, &sealed);
         assert!(c.len() <= crate::limits::V1_MAX_CIPHER, "{} bytes", c.len());
-        assert_eq!(parse_v1_local(&c).unwrap().unwrap().sealed, sealed);
+        assert_eq!(parse_v1_local(&c).unwrap().unwrap().1.sealed, sealed);
         let v2 = vec![0u8; SEAL_NONCE + crate::limits::V2_MAX_PLAINTEXT + SEAL_TAG];
         assert!(parse_v2_local(&v2, wrapped.as_str().as_bytes()).is_ok());
     }
