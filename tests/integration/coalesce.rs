@@ -85,54 +85,37 @@ fn the_wrong_caller_never_gets_a_plaintext() {
     proxy.set_delay(Duration::from_millis(15));
     let posts_before = proxy.requests();
     let (saved_enc, saved_dec) = (calls_saved(&p, "encrypt"), calls_saved(&p, "decrypt"));
-    let start = Arc::new(Barrier::new(CALLERS));
-    let handles: Vec<_> = mine
-        .iter()
-        .enumerate()
-        .map(|(caller, mine)| {
-            let (c, start, mine) = (c.clone(), start.clone(), mine.clone());
-            std::thread::spawn(move || {
-                let mut requests = 0;
-                for (round, m) in mine.iter().enumerate() {
-                    start.wait();
-                    // Callers take the cases in different orders, so that
-                    // valid, tampered and foreign items share batches.
-                    for step in 0..6 {
-                        requests += 1;
-                        let who = format!("caller {caller} round {round} step {step}");
-                        match (step + caller) % 6 {
-                            0 => assert_eq!(decrypt_v2(&c, &m.v2.0, &m.v2.1).expect(&who), m.pt, "{who}"),
-                            1 => {
-                                let (code, msg) = rpc_err(decrypt_v2(&c, &tampered(&m.v2.0), &m.v2.1));
-                                assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{who}: {msg}");
-                            }
-                            2 => {
-                                // `other`'s ciphertext under this plugin's
-                                // key id: Vault's check with `kube` fails.
-                                let (code, msg) = rpc_err(decrypt_v2(&c, &m.foreign, &m.v2.1));
-                                assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{who}: {msg}");
-                            }
-                            3 => assert_eq!(decrypt_v1(&c, &m.v1).expect(&who), m.pt, "{who}"),
-                            4 => {
-                                let (code, msg) = rpc_err(decrypt_v1(&c, &tampered(&m.v1)));
-                                assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{who}: {msg}");
-                            }
-                            _ => {
-                                let e = encrypt_v2(&c, &m.pt).expect(&who);
-                                assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).expect(&who), m.pt, "{who}");
-                                requests += 1;
-                            }
-                        }
-                    }
+    let requests = {
+        let c = c.clone();
+        callers_at_once(&mine, 6, move |caller, round, m, case| {
+            let mut requests = 1;
+            let who = format!("caller {caller} round {round} case {case}");
+            match case {
+                0 => assert_eq!(decrypt_v2(&c, &m.v2.0, &m.v2.1).expect(&who), m.pt, "{who}"),
+                1 => {
+                    let (code, msg) = rpc_err(decrypt_v2(&c, &tampered(&m.v2.0), &m.v2.1));
+                    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{who}: {msg}");
                 }
-                requests
-            })
+                2 => {
+                    // `other`'s ciphertext under this plugin's
+                    // key id: Vault's check with `kube` fails.
+                    let (code, msg) = rpc_err(decrypt_v2(&c, &m.foreign, &m.v2.1));
+                    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{who}: {msg}");
+                }
+                3 => assert_eq!(decrypt_v1(&c, &m.v1).expect(&who), m.pt, "{who}"),
+                4 => {
+                    let (code, msg) = rpc_err(decrypt_v1(&c, &tampered(&m.v1)));
+                    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{who}: {msg}");
+                }
+                _ => {
+                    let e = encrypt_v2(&c, &m.pt).expect(&who);
+                    assert_eq!(decrypt_v2(&c, &e.ciphertext, &e.key_id).expect(&who), m.pt, "{who}");
+                    requests += 1;
+                }
+            }
+            requests
         })
-        .collect();
-    let mut requests = 0;
-    for h in handles {
-        requests += h.join().expect("a caller got a wrong answer");
-    }
+    };
     let posts = proxy.requests() - posts_before;
     let (saved_enc, saved_dec) = (
         calls_saved(&p, "encrypt") - saved_enc,

@@ -9,7 +9,7 @@ use crate::harness::*;
 use base64::Engine as _;
 use grpcio::RpcStatusCode;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ANNOTATION: &str = "local-kek.trousseau.io";
@@ -408,79 +408,64 @@ fn the_wrong_caller_never_gets_a_plaintext() {
     let dir2 = TempDir::new("lkek-mix-serve");
     let p = Plugin::start(dir2.path(), &proxy.addr, &bao.token, &["--local-kek"]);
     let c = Arc::new(p.client());
-    let start = Arc::new(Barrier::new(CALLERS));
-    let handles: Vec<_> = mine
-        .iter()
-        .enumerate()
-        .map(|(caller, mine)| {
-            let (c, start, mine) = (c.clone(), start.clone(), mine.clone());
-            std::thread::spawn(move || {
-                let mut requests = 0;
-                for (round, m) in mine.iter().enumerate() {
-                    start.wait();
-                    let (ct, kid) = (&m.v2.ciphertext, &m.v2.key_id);
-                    let own = wrapped_v2(&m.v2);
-                    let (_, own_v1, sealed_v1) = v1_parts(&m.v1);
-                    let other_kid = kid.replace("transit/kube:", "transit/other:");
-                    for step in 0..STEPS {
-                        requests += 1;
-                        let who = format!("caller {caller} round {round} step {step}");
-                        // Every bad case: INVALID_ARGUMENT, and why.
-                        let refused = |r: grpcio::Result<Vec<u8>>, why: &str| {
-                            let (code, msg) = rpc_err(r);
-                            assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{who}: {msg}");
-                            assert!(msg.contains(why), "{who}: {msg:?} lacks {why:?}");
-                        };
-                        // Callers take the cases in different orders.
-                        match (step + caller) % STEPS {
-                            0 => assert_eq!(open_v2(&c, &m.v2).expect(&who), m.pt),
-                            1 => refused(
-                                decrypt_v2_with(&c, &flipped(ct, caller + round), kid, &m.v2.annotations),
-                                NOT_AUTHENTIC,
-                            ),
-                            2 => refused(decrypt_v2_with(&c, ct, kid, &annotated(&m.swapped)), NOT_AUTHENTIC),
-                            // `other`'s wrapping under this plugin's key: Vault's check with `kube` fails.
-                            3 => refused(decrypt_v2_with(&c, ct, kid, &annotated(&m.foreign)), "HTTP 400"),
-                            4 => refused(
-                                decrypt_v2_with(&c, ct, &other_kid, &m.v2.annotations),
-                                "belongs to transit key transit/other",
-                            ),
-                            5 => assert_eq!(decrypt_v1(&c, &m.v1).expect(&who), m.pt),
-                            6 => refused(
-                                decrypt_v1(&c, &v1_cipher("transit/kube", &own_v1, &flipped(&sealed_v1, caller))),
-                                NOT_AUTHENTIC,
-                            ),
-                            7 => refused(
-                                decrypt_v1(&c, &v1_cipher("transit/kube", &m.swapped, &sealed_v1)),
-                                NOT_AUTHENTIC,
-                            ),
-                            8 => refused(
-                                decrypt_v1(&c, &v1_cipher("transit/kube", &m.foreign, &sealed_v1)),
-                                "HTTP 400",
-                            ),
-                            9 => refused(
-                                decrypt_v1(&c, &v1_cipher("transit/other", &m.foreign, &sealed_v1)),
-                                "belongs to transit key transit/other",
-                            ),
-                            // A v2 sealed DEK as v1, and a v1 one as v2.
-                            10 => refused(decrypt_v1(&c, &v1_cipher("transit/kube", &own, ct)), NOT_AUTHENTIC),
-                            11 => refused(decrypt_v2_with(&c, &sealed_v1, kid, &annotated(&own_v1)), NOT_AUTHENTIC),
-                            _ => {
-                                let e = encrypt_v2(&c, &m.pt).expect(&who);
-                                assert_eq!(open_v2(&c, &e).expect(&who), m.pt, "{who}");
-                                requests += 1;
-                            }
-                        }
-                    }
+    let requests = {
+        let c = c.clone();
+        callers_at_once(&mine, STEPS, move |caller, round, m, case| {
+            let (ct, kid) = (&m.v2.ciphertext, &m.v2.key_id);
+            let own = wrapped_v2(&m.v2);
+            let (_, own_v1, sealed_v1) = v1_parts(&m.v1);
+            let other_kid = kid.replace("transit/kube:", "transit/other:");
+            let mut requests = 1;
+            let who = format!("caller {caller} round {round} case {case}");
+            // Every bad case: INVALID_ARGUMENT, and why.
+            let refused = |r: grpcio::Result<Vec<u8>>, why: &str| {
+                let (code, msg) = rpc_err(r);
+                assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{who}: {msg}");
+                assert!(msg.contains(why), "{who}: {msg:?} lacks {why:?}");
+            };
+            // Callers take the cases in different orders.
+            match case {
+                0 => assert_eq!(open_v2(&c, &m.v2).expect(&who), m.pt),
+                1 => refused(
+                    decrypt_v2_with(&c, &flipped(ct, caller + round), kid, &m.v2.annotations),
+                    NOT_AUTHENTIC,
+                ),
+                2 => refused(decrypt_v2_with(&c, ct, kid, &annotated(&m.swapped)), NOT_AUTHENTIC),
+                // `other`'s wrapping under this plugin's key: Vault's check with `kube` fails.
+                3 => refused(decrypt_v2_with(&c, ct, kid, &annotated(&m.foreign)), "HTTP 400"),
+                4 => refused(
+                    decrypt_v2_with(&c, ct, &other_kid, &m.v2.annotations),
+                    "belongs to transit key transit/other",
+                ),
+                5 => assert_eq!(decrypt_v1(&c, &m.v1).expect(&who), m.pt),
+                6 => refused(
+                    decrypt_v1(&c, &v1_cipher("transit/kube", &own_v1, &flipped(&sealed_v1, caller))),
+                    NOT_AUTHENTIC,
+                ),
+                7 => refused(
+                    decrypt_v1(&c, &v1_cipher("transit/kube", &m.swapped, &sealed_v1)),
+                    NOT_AUTHENTIC,
+                ),
+                8 => refused(
+                    decrypt_v1(&c, &v1_cipher("transit/kube", &m.foreign, &sealed_v1)),
+                    "HTTP 400",
+                ),
+                9 => refused(
+                    decrypt_v1(&c, &v1_cipher("transit/other", &m.foreign, &sealed_v1)),
+                    "belongs to transit key transit/other",
+                ),
+                // A v2 sealed DEK as v1, and a v1 one as v2.
+                10 => refused(decrypt_v1(&c, &v1_cipher("transit/kube", &own, ct)), NOT_AUTHENTIC),
+                11 => refused(decrypt_v2_with(&c, &sealed_v1, kid, &annotated(&own_v1)), NOT_AUTHENTIC),
+                _ => {
+                    let e = encrypt_v2(&c, &m.pt).expect(&who);
+                    assert_eq!(open_v2(&c, &e).expect(&who), m.pt, "{who}");
+                    requests += 1;
                 }
-                requests
-            })
+            }
+            requests
         })
-        .collect();
-    let mut requests = 0;
-    for h in handles {
-        requests += h.join().expect("a caller got a wrong answer");
-    }
+    };
     let u = unwraps(&p);
     eprintln!(
         "{requests} requests, {} transit calls, {u} unwraps of {} KEKs",

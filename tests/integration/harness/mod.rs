@@ -283,6 +283,52 @@ pub fn metric_sum(p: &Plugin, prefix: &str) -> f64 {
         .sum()
 }
 
+/// Many callers at once, as the wrong-caller tests need: one thread per
+/// entry of `mine`, each going through its items round by round (a round
+/// starts for all callers together) and, per item, through the cases
+/// `0..cases` in an order of its own (`(step + caller) % cases`), so that
+/// different kinds of request are in flight together. `run(caller, round,
+/// item, case)` makes one case's requests, panicking on a wrong answer, and
+/// returns how many it made; the total is returned. A panicking case does
+/// not leave the others waiting for it at the next round: its thread goes
+/// on to the end, and the panic fails the test there.
+pub fn callers_at_once<M, F>(mine: &[std::sync::Arc<Vec<M>>], cases: usize, run: F) -> usize
+where
+    M: Send + Sync + 'static,
+    F: Fn(usize, usize, &M, usize) -> usize + Send + Sync + 'static,
+{
+    use std::sync::{Arc, Barrier};
+    let start = Arc::new(Barrier::new(mine.len()));
+    let run = Arc::new(run);
+    let handles: Vec<_> = mine
+        .iter()
+        .enumerate()
+        .map(|(caller, mine)| {
+            let (start, mine, run) = (start.clone(), mine.clone(), run.clone());
+            std::thread::spawn(move || {
+                let (mut requests, mut failed) = (0, false);
+                for (round, m) in mine.iter().enumerate() {
+                    start.wait();
+                    for step in 0..cases {
+                        let case = (step + caller) % cases;
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(caller, round, m, case)));
+                        match r {
+                            Ok(n) => requests += n,
+                            Err(_) => failed = true,
+                        }
+                    }
+                }
+                assert!(!failed, "caller {caller} got a wrong answer (its panic is above)");
+                requests
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("a caller got a wrong answer"))
+        .sum()
+}
+
 pub fn key_id_base(id: &str) -> &str {
     match id.split_once('@') {
         Some((head, t)) => {
