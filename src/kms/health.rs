@@ -10,19 +10,29 @@ use super::Kms;
 use crate::limits::{CALLER_POLL, FAILING_CHECK_TTL, HEALTHY_CHECK_TTL, HEALTH_CHECK_PLAINTEXT};
 use crate::wire::{KeyName, KeyVersion};
 
+/// Which incarnation of the primary key's version Status reports: the
+/// version and, when the token may read the key, the time Vault created it.
+/// A key deleted and created again, or restored from an older backup,
+/// changes it, downwards too (`follow`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Current {
+    pub version: u64,
+    pub created: Option<u64>,
+}
+
 /// What the last health check found.
 #[derive(Clone, Debug)]
 pub enum Health {
     Unknown,
     Ok {
         at: Instant,
-        version: u64,
+        current: Current,
     },
     Failing {
         at: Instant,
         since: Instant,
         cause: String,
-        last_version: Option<u64>,
+        last: Option<Current>,
     },
 }
 
@@ -71,7 +81,7 @@ impl Kms {
         let st = lock(&self.check);
         Gauges {
             ready: st.health.is_ok() && self.keks.failure().is_none(),
-            key_version: known_version(&st.health),
+            key_version: known(&st.health).map(|c| c.version),
             token_ttl: self.session.ttl_left(),
         }
     }
@@ -125,30 +135,28 @@ impl Kms {
         let mut st = lock(&self.check);
         let now = Instant::now();
         st.health = match outcome {
-            Ok(version) => {
+            Ok(seen) => {
+                // The check's answer replaces what Status said unless an
+                // Encrypt saw a newer version of the same key meanwhile.
+                let current = self.follow(known(&st.health), seen);
                 if !matches!(st.health, Health::Ok { .. }) {
-                    log::info!("vault transit key {} healthy at version {version}", self.key);
+                    log::info!("vault transit key {} healthy at version {}", self.key, current.version);
                 }
-                Health::Ok {
-                    at: now,
-                    version: version.max(known_version(&st.health).unwrap_or(0)),
-                }
+                Health::Ok { at: now, current }
             }
             Err(cause) => {
-                let (since, last_version) = match &st.health {
-                    Health::Failing {
-                        since, last_version, ..
-                    } => (*since, *last_version),
+                let (since, last) = match &st.health {
+                    Health::Failing { since, last, .. } => (*since, *last),
                     other => {
                         log::warn!("vault health probe failed: {cause}");
-                        (now, known_version(other))
+                        (now, known(other))
                     }
                 };
                 Health::Failing {
                     at: now,
                     since,
                     cause,
-                    last_version,
+                    last,
                 }
             }
         };
@@ -159,8 +167,19 @@ impl Kms {
         r
     }
 
-    /// One real transit round trip with a fixed, non-secret plaintext.
-    fn check_round_trip(&self) -> Result<u64, String> {
+    /// Runs the health check (shared with Status) when the last one passed
+    /// more than [`HEALTHY_CHECK_TTL`] ago. A failing or unknown state is
+    /// left to Status: an outage must not stall every sealing request.
+    pub(super) fn recheck_if_stale(&self) {
+        let stale = matches!(lock(&self.check).health, Health::Ok { at, .. } if at.elapsed() >= HEALTHY_CHECK_TTL);
+        if stale {
+            let _ = self.status();
+        }
+    }
+
+    /// One real transit round trip with a fixed, non-secret plaintext, and
+    /// the key's version and creation time as Vault reports them now.
+    fn check_round_trip(&self) -> Result<Current, String> {
         #[cfg(test)]
         tests::maybe_panic();
         let deadline = self.deadline();
@@ -177,8 +196,12 @@ impl Kms {
         }
         // Also the moment a re-created key is noticed (`incarnation`).
         self.read_times(deadline);
+        let seen = Current {
+            version: ct.version(),
+            created: self.known_created(ct.version()),
+        };
         self.retry_failed_rotation(deadline)?;
-        Ok(ct.version())
+        Ok(seen)
     }
 
     /// A request's Vault call failed for a reason that says Vault cannot
@@ -188,28 +211,55 @@ impl Kms {
     /// A burst of such failures still costs Vault at most one check.
     pub(super) fn saw_unavailable(&self) {
         let mut st = lock(&self.check);
-        if let Health::Ok { version, .. } = st.health {
+        if let Health::Ok { current, .. } = st.health {
             if !st.probing {
                 log::warn!("vault unavailable to a request; Status and /readyz report it until a health check passes");
                 st.health = Health::Failing {
                     at: stale_instant(),
                     since: Instant::now(),
                     cause: "a request just failed: vault unavailable".into(),
-                    last_version: Some(version),
+                    last: Some(current),
                 };
             }
         }
     }
 
-    /// An Encrypt saw a version: let Status report it at once if newer, so
-    /// Status and Encrypt agree on the key id right after a rotation.
-    pub(super) fn saw_version(&self, v: u64) {
+    /// An Encrypt saw a key version (with its creation time when known):
+    /// Status reports it at once when it is newer, or when the version
+    /// Status reported no longer exists in Vault (a key deleted and
+    /// created again, or restored from an older backup), so Status and
+    /// Encrypt agree on the key id right after any change of the key.
+    pub(super) fn saw_version(&self, seen: Current) {
         let mut st = lock(&self.check);
-        if let Health::Ok { version, .. } = &mut st.health {
-            if v > *version {
-                *version = v;
-            }
+        let next = self.follow(known(&st.health), seen);
+        match &mut st.health {
+            Health::Ok { current, .. } => *current = next,
+            Health::Failing { last, .. } => *last = Some(next),
+            Health::Unknown => {}
         }
+    }
+
+    /// What Status reports after `seen` was observed, given what it
+    /// reported: `seen`, unless the reported version still exists in Vault
+    /// (same version, same creation time, in the last read of the key) and
+    /// is newer than `seen` (a rotation an Encrypt saw while an older
+    /// answer was on its way). Never the larger number alone: a key
+    /// created again starts over at v1, and a restored backup may be older.
+    fn follow(&self, reported: Option<Current>, seen: Current) -> Current {
+        match reported {
+            Some(r) if r != seen && newer(r, seen) && self.still_exists(r) => r,
+            _ => seen,
+        }
+    }
+}
+
+/// Whether `a` is a later version than `b` of the key: by creation time
+/// when both are known (a key created again is newer whatever its
+/// number), else by number.
+fn newer(a: Current, b: Current) -> bool {
+    match (a.created, b.created) {
+        (Some(ta), Some(tb)) => (ta, a.version) > (tb, b.version),
+        _ => a.version > b.version,
     }
 }
 
@@ -239,7 +289,7 @@ impl Drop for CheckGuard<'_> {
             at: now,
             since: now,
             cause: "the health check failed unexpectedly (a bug: see the log)".into(),
-            last_version: known_version(&st.health),
+            last: known(&st.health),
         };
         drop(st);
         self.kms.check_done.notify_all();
@@ -254,18 +304,19 @@ fn fresh(h: &Health) -> bool {
     }
 }
 
-fn known_version(h: &Health) -> Option<u64> {
+/// The key version Status reports, if any.
+fn known(h: &Health) -> Option<Current> {
     match h {
         Health::Unknown => None,
-        Health::Ok { version, .. } => Some(*version),
-        Health::Failing { last_version, .. } => *last_version,
+        Health::Ok { current, .. } => Some(*current),
+        Health::Failing { last, .. } => *last,
     }
 }
 
 impl Kms {
     /// What Status, `/readyz` and the metrics say of `h`.
     fn report(&self, h: &Health) -> StatusReport {
-        let mut r = report(&self.key, h, |v| self.known_created(v));
+        let mut r = report(&self.key, h);
         if r.healthy.is_ok() {
             if let Some(why) = self.keks.failure() {
                 r.healthy = Err(why);
@@ -276,21 +327,21 @@ impl Kms {
 
     /// The key version Status reports (no Vault call), if known.
     pub(super) fn current_key(&self) -> Option<KeyVersion> {
-        let version = known_version(&lock(&self.check).health)?;
+        let c = known(&lock(&self.check).health)?;
         Some(KeyVersion {
             name: self.key.clone(),
-            version,
-            created: self.known_created(version),
+            version: c.version,
+            created: c.created,
         })
     }
 }
 
-fn report(key: &KeyName, h: &Health, created: impl Fn(u64) -> Option<u64>) -> StatusReport {
-    let key_id = known_version(h).map(|version| {
+fn report(key: &KeyName, h: &Health) -> StatusReport {
+    let key_id = known(h).map(|c| {
         KeyVersion {
             name: key.clone(),
-            version,
-            created: created(version),
+            version: c.version,
+            created: c.created,
         }
         .key_id()
     });
@@ -336,6 +387,11 @@ mod tests {
         Kms::new(vault, session, key, Vec::new(), Duration::from_millis(300), true, None)
     }
 
+    /// A version whose creation time is not known.
+    fn v(version: u64) -> Current {
+        Current { version, created: None }
+    }
+
     fn closed_port() -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -349,7 +405,7 @@ mod tests {
         let kms = Arc::new(kms_without_vault());
         lock(&kms.check).health = Health::Ok {
             at: stale_instant(),
-            version: 3,
+            current: v(3),
         };
         PANIC_IN_CHECK.with(|p| p.set(true));
         let k = kms.clone();
@@ -360,7 +416,7 @@ mod tests {
             assert!(matches!(
                 st.health,
                 Health::Failing {
-                    last_version: Some(3),
+                    last: Some(Current { version: 3, .. }),
                     ..
                 }
             ));
@@ -380,14 +436,14 @@ mod tests {
         assert!(kms.status_if_fresh().is_none(), "nothing checked yet");
         lock(&kms.check).health = Health::Ok {
             at: Instant::now(),
-            version: 2,
+            current: v(2),
         };
         let r = kms.status_if_fresh().expect("a fresh ok");
         assert!(r.healthy.is_ok());
         assert_eq!(r.key_id.as_deref(), Some("vault-transit:transit/k:v2"));
         lock(&kms.check).health = Health::Ok {
             at: Instant::now() - HEALTHY_CHECK_TTL - Duration::from_millis(1),
-            version: 2,
+            current: v(2),
         };
         assert!(kms.status_if_fresh().is_none(), "a stale ok must be checked again");
     }
@@ -398,7 +454,7 @@ mod tests {
         let kms = kms_without_vault();
         lock(&kms.check).health = Health::Ok {
             at: Instant::now(),
-            version: 2,
+            current: v(2),
         };
         assert!(kms.report(&lock(&kms.check).health).healthy.is_ok());
         let e = kms.encrypt(b"0123456789abcdef", 32).unwrap_err();
@@ -414,16 +470,14 @@ mod tests {
             mount: "transit".into(),
             key: "k".into(),
         };
-        let none = |_| None;
-        let r = report(&key, &Health::Unknown, none);
+        let r = report(&key, &Health::Unknown);
         assert!(r.healthy.is_err() && r.key_id.is_none());
         let r = report(
             &key,
             &Health::Ok {
                 at: Instant::now(),
-                version: 4,
+                current: v(4),
             },
-            none,
         );
         assert_eq!(
             r,
@@ -437,9 +491,11 @@ mod tests {
             &key,
             &Health::Ok {
                 at: Instant::now(),
-                version: 4,
+                current: Current {
+                    version: 4,
+                    created: Some(1_796_235_632),
+                },
             },
-            |v| (v == 4).then_some(1_796_235_632),
         );
         assert_eq!(r.key_id.as_deref(), Some("vault-transit:transit/k:v4@1796235632"));
         let r = report(
@@ -448,9 +504,8 @@ mod tests {
                 at: Instant::now(),
                 since: Instant::now(),
                 cause: "down".into(),
-                last_version: Some(4),
+                last: Some(v(4)),
             },
-            none,
         );
         assert!(r.healthy.unwrap_err().contains("down"));
         assert_eq!(r.key_id.as_deref(), Some("vault-transit:transit/k:v4"));
@@ -461,11 +516,11 @@ mod tests {
         assert!(!fresh(&Health::Unknown));
         assert!(fresh(&Health::Ok {
             at: Instant::now(),
-            version: 1
+            current: v(1)
         }));
         let old = Instant::now().checked_sub(HEALTHY_CHECK_TTL + Duration::from_millis(1));
         if let Some(at) = old {
-            assert!(!fresh(&Health::Ok { at, version: 1 }));
+            assert!(!fresh(&Health::Ok { at, current: v(1) }));
         }
         let failing_old = Instant::now().checked_sub(FAILING_CHECK_TTL + Duration::from_millis(1));
         if let Some(at) = failing_old {
@@ -473,7 +528,7 @@ mod tests {
                 at,
                 since: at,
                 cause: String::new(),
-                last_version: None
+                last: None
             }));
         }
     }

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::health::lock;
+use super::health::{lock, Current};
 use super::Kms;
 use crate::vault::VaultErrorClass;
 
@@ -30,15 +30,36 @@ pub(super) struct Times {
 
 impl Kms {
     /// The creation time of `version` of the primary key, read from Vault
-    /// when this version has not been seen yet; `None` if it cannot be.
+    /// when this version has not been seen yet, or when it is older than
+    /// the newest one known (transit encrypts with the latest version, so
+    /// an older one means the key was deleted and created again, or
+    /// restored from a backup, and the times known are the dead key's);
+    /// `None` if it cannot be read.
     pub(super) fn created(&self, version: u64, deadline: Instant) -> Option<u64> {
-        let denied = lock(&self.times).denied;
-        match self.known_created(version) {
-            None if !denied => {
-                self.read_times(deadline);
-                self.known_created(version)
-            }
-            known => known,
+        let stale = {
+            let t = lock(&self.times);
+            let newest = t.known.keys().next_back().copied().unwrap_or(0);
+            !t.denied && (!t.known.contains_key(&version) || version < newest)
+        };
+        if stale {
+            self.read_times(deadline);
+        }
+        self.known_created(version)
+    }
+
+    /// Whether `c` is still a version of the key as Vault described it in
+    /// the last read: same number, same creation time. With no read (the
+    /// policy has no read on the key) nothing can be told, so it is taken
+    /// to exist, as before key ids carried times.
+    pub(super) fn still_exists(&self, c: Current) -> bool {
+        let t = lock(&self.times);
+        if t.known.is_empty() {
+            return true;
+        }
+        match (t.known.get(&c.version), c.created) {
+            (Some(at), Some(c_at)) => *at == c_at,
+            (Some(_), None) => true,
+            (None, _) => false,
         }
     }
 

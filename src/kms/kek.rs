@@ -146,8 +146,13 @@ fn cache_id(key: &KeyName, wrapped: &VaultCiphertext) -> String {
 }
 
 /// Why `a` must be replaced before it seals another DEK, if it must.
-/// `current` is the key version Status reports: newer than the one that
-/// wrapped the KEK means the transit key was rotated (or re-created).
+/// `current` is the key version Status reports: any other version than the
+/// one that wrapped the KEK, newer or older, or the same number created at
+/// another time, means the transit key was rotated, deleted and created
+/// again, or restored from a backup, and a KEK wrapped by a version Vault
+/// no longer has would seal DEKs no other plugin could open. Status
+/// follows every Encrypt's version (`saw_version`), so once the new KEK is
+/// made the two agree and this is not due again.
 fn due(a: &Active, policy: &KekPolicy, current: Option<&KeyVersion>) -> Option<&'static str> {
     if a.uses >= policy.max_uses {
         return Some("uses");
@@ -156,11 +161,10 @@ fn due(a: &Active, policy: &KekPolicy, current: Option<&KeyVersion>) -> Option<&
         return Some("age");
     }
     let made = &a.made_by;
-    let newer = current.is_some_and(|c| match (c.created, made.created) {
-        (Some(c_at), Some(m_at)) => c_at > m_at || (c_at == m_at && c.version > made.version),
-        _ => c.version > made.version,
+    let moved = current.is_some_and(|c| {
+        c.version != made.version || matches!((c.created, made.created), (Some(c_at), Some(m_at)) if c_at != m_at)
     });
-    newer.then_some("key")
+    moved.then_some("key")
 }
 
 fn new_kek(raw: &[u8], wrapped: VaultCiphertext) -> Result<Kek, KmsError> {
@@ -220,6 +224,13 @@ impl Kms {
     /// taken as a v2 one.
     pub fn seal_local(&self, plaintext: &[u8], max_len: usize, aad: &[u8]) -> Result<SealedLocally, KmsError> {
         self.check_plaintext(plaintext, max_len)?;
+        // Sealing makes no Vault call, so nothing else would notice a
+        // transit key deleted and created again, or restored, until the
+        // apiserver next asks Status (every 60 s): DEKs sealed meanwhile
+        // under a KEK only the dead key unwraps would open on no other
+        // plugin. While Vault is healthy, the key is checked again at least
+        // every HEALTHY_CHECK_TTL (the shared health check).
+        self.recheck_if_stale();
         let (kek, key) = self.current_kek(self.deadline())?;
         Ok(SealedLocally {
             sealed: seal(&self.keks.rng, &kek, plaintext, aad)?,
@@ -443,7 +454,7 @@ mod tests {
     }
 
     #[test]
-    fn due_after_uses_age_or_a_newer_transit_key_only() {
+    fn due_after_uses_age_or_any_change_of_the_transit_key() {
         let policy = KekPolicy {
             max_uses: 3,
             max_age: Duration::from_secs(60),
@@ -456,14 +467,16 @@ mod tests {
         };
         assert_eq!(due(&a, &policy, None), None);
         assert_eq!(due(&a, &policy, Some(&version(2, Some(100)))), None);
-        // An older or stale Status (a failing check's last version) is no
-        // reason: rotating for it would rotate on every Encrypt.
-        assert_eq!(due(&a, &policy, Some(&version(1, Some(90)))), None);
-        assert_eq!(due(&a, &policy, Some(&version(1, None))), None);
+        // Without a creation time on one side, the number decides.
+        assert_eq!(due(&a, &policy, Some(&version(2, None))), None);
         assert_eq!(due(&a, &policy, Some(&version(3, Some(200)))), Some("key"));
         assert_eq!(due(&a, &policy, Some(&version(3, None))), Some("key"));
         // Re-created key: versions start again at 1, created later.
         assert_eq!(due(&a, &policy, Some(&version(1, Some(300)))), Some("key"));
+        // Deleted, created again and rotated to the same number.
+        assert_eq!(due(&a, &policy, Some(&version(2, Some(300)))), Some("key"));
+        // Restored from an older backup: v2 is gone, v1 is current.
+        assert_eq!(due(&a, &policy, Some(&version(1, Some(90)))), Some("key"));
         a.uses = 3;
         assert_eq!(due(&a, &policy, None), Some("uses"));
         a.uses = 1;

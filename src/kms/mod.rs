@@ -247,7 +247,10 @@ impl Kms {
             version: ct.version(),
             created: self.created(ct.version(), deadline),
         };
-        self.saw_version(kv.version);
+        self.saw_version(health::Current {
+            version: kv.version,
+            created: kv.created,
+        });
         Ok(Encrypted {
             ciphertext: ct,
             key: kv,
