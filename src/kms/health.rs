@@ -39,6 +39,9 @@ pub enum Health {
 pub(super) struct CheckState {
     pub(super) health: Health,
     pub(super) probing: bool,
+    /// A request found Vault unavailable while a check was running: that
+    /// check's "ok" is not cached (the next Status checks again).
+    pub(super) failed_meanwhile: bool,
 }
 
 /// Status as the adapters report it.
@@ -123,6 +126,7 @@ impl Kms {
                 .0;
         }
         st.probing = true;
+        st.failed_meanwhile = false;
         drop(st);
         // Clears `probing` and wakes the waiters if the check panics, so
         // Status never keeps its last answer ("ok" included) for good.
@@ -133,6 +137,16 @@ impl Kms {
         drop(guard);
 
         let mut st = lock(&self.check);
+        self.settle(&mut st, outcome);
+        st.probing = false;
+        let r = self.report(&st.health);
+        drop(st);
+        self.check_done.notify_all();
+        r
+    }
+
+    /// Records what a health check found.
+    fn settle(&self, st: &mut CheckState, outcome: Result<Current, String>) {
         let now = Instant::now();
         st.health = match outcome {
             Ok(seen) => {
@@ -142,7 +156,10 @@ impl Kms {
                 if !matches!(st.health, Health::Ok { .. }) {
                     log::info!("vault transit key {} healthy at version {}", self.key, current.version);
                 }
-                Health::Ok { at: now, current }
+                // Vault answered the check but failed a request meanwhile:
+                // "ok" for those who waited, not cached for the next Status.
+                let at = if st.failed_meanwhile { stale_instant() } else { now };
+                Health::Ok { at, current }
             }
             Err(cause) => {
                 let (since, last) = match &st.health {
@@ -160,11 +177,6 @@ impl Kms {
                 }
             }
         };
-        st.probing = false;
-        let r = self.report(&st.health);
-        drop(st);
-        self.check_done.notify_all();
-        r
     }
 
     /// Runs the health check (shared with Status) when the last one passed
@@ -194,8 +206,10 @@ impl Kms {
         if pt != HEALTH_CHECK_PLAINTEXT {
             return Err("vault transit round trip returned different bytes".into());
         }
-        // Also the moment a re-created key is noticed (`incarnation`).
-        self.read_times(deadline);
+        // Also the moment a re-created key is noticed (`incarnation`). A
+        // read Vault does not answer fails the check like the round trip.
+        self.read_times(deadline)
+            .map_err(|e| format!("reading the key's versions: {e}"))?;
         let seen = Current {
             version: ct.version(),
             created: self.known_created(ct.version()),
@@ -211,6 +225,9 @@ impl Kms {
     /// A burst of such failures still costs Vault at most one check.
     pub(super) fn saw_unavailable(&self) {
         let mut st = lock(&self.check);
+        if st.probing {
+            st.failed_meanwhile = true;
+        }
         if let Health::Ok { current, .. } = st.health {
             if !st.probing {
                 log::warn!("vault unavailable to a request; Status and /readyz report it until a health check passes");
@@ -446,6 +463,25 @@ mod tests {
             current: v(2),
         };
         assert!(kms.status_if_fresh().is_none(), "a stale ok must be checked again");
+    }
+
+    /// A request that finds Vault unavailable while a check runs: the
+    /// check's "ok" goes to those who waited for it but is not cached, so
+    /// the next Status checks again instead of answering "ok" for 10 s.
+    #[test]
+    fn an_unavailable_request_during_a_check_keeps_its_ok_from_the_cache() {
+        let kms = kms_without_vault();
+        let seen = Ok(v(2));
+        lock(&kms.check).probing = true;
+        kms.saw_unavailable();
+        let mut st = lock(&kms.check);
+        assert!(st.failed_meanwhile);
+        kms.settle(&mut st, seen.clone());
+        assert!(st.health.is_ok() && !fresh(&st.health), "{:?}", st.health);
+        // A check with no failure meanwhile is cached as usual.
+        st.failed_meanwhile = false;
+        kms.settle(&mut st, seen);
+        assert!(fresh(&st.health));
     }
 
     /// A request that finds Vault unavailable drops a cached "ok" at once.

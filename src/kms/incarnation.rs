@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use super::health::{lock, Current};
 use super::Kms;
-use crate::vault::VaultErrorClass;
+use crate::vault::{VaultError, VaultErrorClass};
 
 /// What is known of the key's versions.
 #[derive(Default)]
@@ -42,7 +42,9 @@ impl Kms {
             !t.denied && (!t.known.contains_key(&version) || version < newest)
         };
         if stale {
-            self.read_times(deadline);
+            // A key id without a time is still a valid answer; the health
+            // check reports a read Vault does not answer.
+            let _ = self.read_times(deadline);
         }
         self.known_created(version)
     }
@@ -71,7 +73,9 @@ impl Kms {
     /// Reads the key's version times. The token is used as it is, without
     /// the refresh-and-retry of transit calls: a refusal here is the
     /// policy's (a bad token fails the transit call first).
-    pub(super) fn read_times(&self, deadline: Instant) {
+    /// A refusal is remembered and is no error (key ids then carry no
+    /// time); any other failure is returned, for the health check.
+    pub(super) fn read_times(&self, deadline: Instant) -> Result<(), VaultError> {
         let ticket = self.session.ticket();
         let read = self.vault.read_key(&ticket.token, &self.key, deadline);
         let mut t = lock(&self.times);
@@ -89,6 +93,7 @@ impl Kms {
                 }
                 t.known = info.created;
                 t.denied = false;
+                Ok(())
             }
             Err(e) if e.class() == VaultErrorClass::Denied => {
                 if !t.denied {
@@ -101,8 +106,12 @@ impl Kms {
                     );
                 }
                 t.denied = true;
+                Ok(())
             }
-            Err(e) => log::debug!("cannot read transit key {} times now: {e}", self.key),
+            Err(e) => {
+                log::debug!("cannot read transit key {} times now: {e}", self.key);
+                Err(e)
+            }
         }
     }
 }

@@ -169,6 +169,7 @@ impl Kms {
             check: Mutex::new(CheckState {
                 health: Health::Unknown,
                 probing: false,
+                failed_meanwhile: false,
             }),
             check_done: Condvar::new(),
             times: Mutex::default(),

@@ -7,6 +7,7 @@ mod coalesce;
 mod deploy;
 mod ha;
 mod harness;
+mod health_signal;
 mod key_identity;
 mod layout;
 mod lifecycle;
