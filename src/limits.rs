@@ -19,8 +19,9 @@ pub const V2_MAX_CIPHERTEXT: usize = 1024;
 
 /// Largest KMS v2 plaintext we send to Vault. The apiserver sends a 32-byte
 /// seed; Vault's answer is `vault:vN:` and the base64 of nonce (12 bytes),
-/// plaintext and tag (16 bytes), so 512 bytes give about 740 bytes of
-/// ciphertext, safely under [`V2_MAX_CIPHERTEXT`]. Larger inputs are refused
+/// the purpose tag (16, `wire::purpose`), plaintext and tag (16 bytes), so
+/// 512 bytes give about 760 bytes of ciphertext, safely under
+/// [`V2_MAX_CIPHERTEXT`]. Larger inputs are refused
 /// before any Vault call.
 pub const V2_MAX_PLAINTEXT: usize = 512;
 pub const V2_MAX_KEY_ID: usize = 1024;
@@ -31,9 +32,10 @@ pub const V1_MAX_CIPHER: usize = 65_535;
 /// Largest KMS v1 plaintext, so that what Encrypt returns always fits
 /// [`V1_MAX_CIPHER`] and Decrypt takes it back: the cipher is
 /// `vault-transit:<mount>/<key>:vault:vN:` (at most 555 bytes with the
-/// longest names and a 19-digit version) and the base64 of nonce (12),
-/// plaintext and tag (16). 47 KiB of plaintext make 64,208 bytes of base64,
-/// 64,763 in all (a unit test of `wire` checks the sum).
+/// longest names and a 19-digit version) and the base64 of nonce (12), the
+/// purpose tag (16, `wire::purpose`), plaintext and tag (16). 47 KiB of
+/// plaintext make 64,232 bytes of base64, 64,787 in all (a unit test of
+/// `wire` checks the sum).
 pub const V1_MAX_PLAINTEXT: usize = 47 * 1024;
 
 /// Largest gRPC message we accept on the socket: the biggest legal request

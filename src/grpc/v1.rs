@@ -8,7 +8,7 @@ use super::{dispatch, reply_inline, Shared};
 use crate::kms::KmsError;
 use crate::limits::{V1_MAX_CIPHER, V1_MAX_PLAINTEXT};
 use crate::proto::v1beta1::*;
-use crate::wire::{parse_v1_cipher, parse_v1_local, v1_cipher, v1_local_cipher};
+use crate::wire::{parse_v1_cipher, parse_v1_local, v1_cipher, v1_local_cipher, Purpose};
 
 /// What a v1 DEK sealed under a local KEK is bound to (AES-GCM's
 /// additional data): it opens as a v1 DEK only.
@@ -55,7 +55,7 @@ impl KeyManagementService for V1 {
                 let local = kms.seal_local(&req.plain, V1_MAX_PLAINTEXT, LOCAL_AAD)?;
                 v1_local_cipher(&local.key.name, &local.wrapped, &local.sealed)
             } else {
-                let sealed = kms.encrypt(&req.plain, V1_MAX_PLAINTEXT)?;
+                let sealed = kms.encrypt(&req.plain, V1_MAX_PLAINTEXT, Purpose::DekV1)?;
                 v1_cipher(&sealed.key.name, &sealed.ciphertext)
             };
             // Anything Encrypt returns, Decrypt must accept.
@@ -79,8 +79,8 @@ impl KeyManagementService for V1 {
             }
             let cipher = parse_v1_cipher(&req.cipher)?;
             resp.plain = match &cipher.key {
-                Some(name) => kms.decrypt(name, &cipher.ciphertext)?,
-                None => kms.decrypt_unnamed(&cipher.ciphertext)?,
+                Some(name) => kms.decrypt(name, &cipher.ciphertext, Purpose::DekV1)?,
+                None => kms.decrypt_unnamed(&cipher.ciphertext, Purpose::DekV1)?,
             };
             Ok(resp)
         });

@@ -7,7 +7,7 @@ use super::{dispatch, log_outcome, reply_inline, Shared};
 use crate::kms::{KmsError, StatusReport};
 use crate::limits::{V2_MAX_CIPHERTEXT, V2_MAX_PLAINTEXT};
 use crate::proto::v2::*;
-use crate::wire::{parse_key_id, parse_v2_ciphertext, parse_v2_local, LOCAL_KEK_ANNOTATION};
+use crate::wire::{parse_key_id, parse_v2_ciphertext, parse_v2_local, Purpose, LOCAL_KEK_ANNOTATION};
 
 /// What a v2 DEK sealed under a local KEK is bound to (AES-GCM's
 /// additional data): it opens as a v2 seed only.
@@ -56,7 +56,7 @@ impl KeyManagementService for V2 {
                 resp.annotations.insert(LOCAL_KEK_ANNOTATION.to_owned(), wrapped);
                 "the sealed DEK"
             } else {
-                let sealed = kms.encrypt(&req.plaintext, V2_MAX_PLAINTEXT)?;
+                let sealed = kms.encrypt(&req.plaintext, V2_MAX_PLAINTEXT, Purpose::DekV2)?;
                 resp.ciphertext = sealed.ciphertext.as_str().as_bytes().to_vec();
                 resp.key_id = sealed.key.key_id();
                 "vault ciphertext"
@@ -94,7 +94,7 @@ impl KeyManagementService for V2 {
                 None => {
                     let ct = parse_v2_ciphertext(&req.ciphertext)?;
                     same_version(ct.version(), "ciphertext")?;
-                    kms.decrypt(&kv.name, &ct)?
+                    kms.decrypt(&kv.name, &ct, Purpose::DekV2)?
                 }
             };
             Ok(resp)

@@ -373,6 +373,7 @@ fn report(key: &KeyName, h: &Health) -> StatusReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Purpose;
     use std::cell::Cell;
     use std::sync::Arc;
 
@@ -493,7 +494,7 @@ mod tests {
             current: v(2),
         };
         assert!(kms.report(&lock(&kms.check).health).healthy.is_ok());
-        let e = kms.encrypt(b"0123456789abcdef", 32).unwrap_err();
+        let e = kms.encrypt(b"0123456789abcdef", 32, Purpose::DekV2).unwrap_err();
         assert_eq!(e.class(), "vault_unavailable", "{e}");
         assert!(kms.report(&lock(&kms.check).health).healthy.is_err());
         assert!(!kms.gauges().ready);

@@ -33,6 +33,7 @@ use super::{Kms, KmsError};
 use crate::limits::{CALLER_POLL, LOCAL_KEK_CACHE, LOCAL_KEK_LEN};
 use crate::vault::VaultError;
 use crate::wire::local::{SEAL_NONCE, SEAL_TAG};
+use crate::wire::purpose::{self, Purpose};
 use crate::wire::{KeyName, KeyVersion, LocalSealed, VaultCiphertext};
 
 /// When a local KEK is replaced (`--local-kek-max-uses`, `--local-kek-max-age`).
@@ -121,6 +122,19 @@ impl Keks {
         })
     }
 
+    /// A Decrypt of a wrapped KEK this plugin holds is refused before any
+    /// Vault call. KEKs wrapped since purpose tags exist are refused after
+    /// the decrypt anyway (`only_for`); this also covers the untagged ones
+    /// wrapped before, which read like any DEK.
+    pub(super) fn refuse_wrapped_kek(&self, key: &KeyName, ct: &VaultCiphertext) -> Result<(), KmsError> {
+        if lock(&self.cache).held.contains_key(&cache_id(key, ct)) {
+            return Err(KmsError::Invalid(
+                "the ciphertext is a wrapped local KEK, not a DEK: a KEK never leaves the plugin".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn remember(&self, id: String, kek: Arc<Kek>) {
         let mut c = lock(&self.cache);
         c.tick += 1;
@@ -165,6 +179,19 @@ fn due(a: &Active, policy: &KekPolicy, current: Option<&KeyVersion>) -> Option<&
         c.version != made.version || matches!((c.created, made.created), (Some(c_at), Some(m_at)) if c_at != m_at)
     });
     moved.then_some("key")
+}
+
+/// The KEK in an unwrapped plaintext: tagged as a KEK, or untagged as KEKs
+/// were wrapped before purpose tags (those still open: nothing stored is
+/// lost). A DEK's ciphertext put in a KEK's place is refused.
+fn kek_body(raw: &[u8]) -> Result<&[u8], KmsError> {
+    match purpose::read(raw) {
+        (Purpose::Kek | Purpose::Untagged, body) => Ok(body),
+        (other, _) => Err(KmsError::Invalid(format!(
+            "the wrapped KEK holds {}, not a KEK: it is not one trousseau made",
+            other.name()
+        ))),
+    }
 }
 
 fn new_kek(raw: &[u8], wrapped: VaultCiphertext) -> Result<Kek, KmsError> {
@@ -261,7 +288,7 @@ impl Kms {
                 };
                 let raw = Zeroizing::new(self.decrypt_with(key, &local.wrapped, deadline)?);
                 crate::metrics::metrics().local_kek_unwrapped();
-                let kek = Arc::new(new_kek(&raw, local.wrapped.clone())?);
+                let kek = Arc::new(new_kek(kek_body(&raw)?, local.wrapped.clone())?);
                 self.keks.remember(id.clone(), kek.clone());
                 break kek;
             }
@@ -367,7 +394,7 @@ impl Kms {
             .rng
             .fill(raw.as_mut())
             .map_err(|_| KmsError::Internal("the system's random source failed".into()))?;
-        let wrapped = self.transit_encrypt(raw.as_slice(), deadline)?;
+        let wrapped = self.transit_encrypt(&purpose::tag(Purpose::Kek, raw.as_slice()), deadline)?;
         let kek = Arc::new(new_kek(raw.as_slice(), wrapped.ciphertext.clone())?);
         self.keks.remember(cache_id(&self.key, &kek.wrapped), kek.clone());
         Ok((kek, wrapped.key))

@@ -21,6 +21,7 @@ use crate::limits::MAX_PLAINTEXT;
 use crate::secret::Secret;
 use crate::session::Session;
 use crate::vault::{VaultClient, VaultError, VaultErrorClass};
+use crate::wire::purpose::{self, Purpose};
 use crate::wire::{KeyName, KeyVersion, VaultCiphertext};
 use coalesce::Lane;
 use zeroize::Zeroizing;
@@ -205,12 +206,14 @@ impl Kms {
         result
     }
 
-    /// Encrypts a DEK with the transit key's latest version. `max_len` is
-    /// the calling API's plaintext limit (at most [`MAX_PLAINTEXT`]); larger
-    /// or empty input is refused before any Vault call.
-    pub fn encrypt(&self, plaintext: &[u8], max_len: usize) -> Result<Encrypted, KmsError> {
+    /// Encrypts a DEK with the transit key's latest version, tagged with
+    /// its API (`purpose`: [`Purpose::DekV2`] or [`Purpose::DekV1`]), so
+    /// that only that API's Decrypt returns it. `max_len` is the calling
+    /// API's plaintext limit (at most [`MAX_PLAINTEXT`]); larger or empty
+    /// input is refused before any Vault call.
+    pub fn encrypt(&self, plaintext: &[u8], max_len: usize, purpose: Purpose) -> Result<Encrypted, KmsError> {
         self.check_plaintext(plaintext, max_len)?;
-        self.transit_encrypt(plaintext, self.deadline())
+        self.transit_encrypt(&purpose::tag(purpose, plaintext), self.deadline())
     }
 
     /// Empty input, or more than `max_len` (at most [`MAX_PLAINTEXT`]), is
@@ -225,6 +228,11 @@ impl Kms {
                 "plaintext is {} bytes; this API accepts at most {max_len}",
                 plaintext.len()
             )));
+        }
+        if purpose::looks_tagged(plaintext) {
+            return Err(KmsError::Invalid(
+                "the plaintext starts with a tag trousseau reserves to mark what a transit plaintext is for; a DEK never does".into(),
+            ));
         }
         Ok(())
     }
@@ -262,9 +270,14 @@ impl Kms {
     /// `--decrypt-key` keys are sent to Vault; anything else is a foreign
     /// key error. The plaintext returned is exactly what one transit
     /// decrypt returned.
-    pub fn decrypt(&self, key: &KeyName, ct: &VaultCiphertext) -> Result<Vec<u8>, KmsError> {
+    /// The plaintext must be tagged for `purpose` (the calling API) or
+    /// carry no tag (written before tags existed): a wrapped local KEK, or
+    /// a DEK made through the other API, is refused.
+    pub fn decrypt(&self, key: &KeyName, ct: &VaultCiphertext, purpose: Purpose) -> Result<Vec<u8>, KmsError> {
         self.check_served(key)?;
-        Ok(self.decrypt_with(key, ct, self.deadline())?)
+        self.keks.refuse_wrapped_kek(key, ct)?;
+        let pt = Zeroizing::new(self.decrypt_with(key, ct, self.deadline())?);
+        only_for(&pt, purpose)
     }
 
     /// Only the primary key and the `--decrypt-key` keys are used; any
@@ -307,16 +320,33 @@ impl Kms {
     /// each `--decrypt-key` while Vault says the key does not fit. Transit
     /// encryption is authenticated, so a wrong key fails; it never yields
     /// another plaintext. All tries share one deadline.
-    pub fn decrypt_unnamed(&self, ct: &VaultCiphertext) -> Result<Vec<u8>, KmsError> {
+    pub fn decrypt_unnamed(&self, ct: &VaultCiphertext, purpose: Purpose) -> Result<Vec<u8>, KmsError> {
         let deadline = self.deadline();
         let mut result = Err(VaultError::Credentials("no key configured".into()));
         for key in std::iter::once(&self.key).chain(&self.decrypt_keys) {
+            self.keks.refuse_wrapped_kek(key, ct)?;
             result = self.decrypt_with(key, ct, deadline);
             match &result {
                 Err(e) if e.class() == VaultErrorClass::Rejected => continue,
                 _ => break,
             }
         }
-        Ok(result?)
+        let pt = Zeroizing::new(result?);
+        only_for(&pt, purpose)
+    }
+}
+
+/// The DEK in a decrypted transit plaintext, if it was made for `purpose`
+/// or carries no tag (made before tags existed).
+fn only_for(plaintext: &[u8], purpose: Purpose) -> Result<Vec<u8>, KmsError> {
+    match purpose::read(plaintext) {
+        (p, body) if p == purpose || p == Purpose::Untagged => Ok(body.to_vec()),
+        (Purpose::Kek, _) => Err(KmsError::Invalid(
+            "the ciphertext is a wrapped local KEK, not a DEK: a KEK never leaves the plugin".into(),
+        )),
+        (other, _) => Err(KmsError::Invalid(format!(
+            "the ciphertext holds {}, made through the other KMS API: each API opens only what it made",
+            other.name()
+        ))),
     }
 }

@@ -125,8 +125,9 @@ mod tests {
             (crate::limits::V1_MAX_PLAINTEXT, crate::limits::V1_MAX_CIPHER, true),
             (crate::limits::V2_MAX_PLAINTEXT, crate::limits::V2_MAX_CIPHERTEXT, false),
         ] {
-            // transit's aes256-gcm96: 12-byte nonce, plaintext, 16-byte tag.
-            let sealed = vec![0u8; 12 + max_pt + 16];
+            // transit's aes256-gcm96: 12-byte nonce, the purpose tag and
+            // the plaintext, 16-byte tag.
+            let sealed = vec![0u8; 12 + super::super::purpose::TAG_LEN + max_pt + 16];
             let b64 = base64::engine::general_purpose::STANDARD.encode(sealed);
             let ct = VaultCiphertext::parse(&format!("vault:v{}:{b64}", kv.version), "t").unwrap();
             if v1 {

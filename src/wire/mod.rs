@@ -14,6 +14,10 @@
 //!   (`--local-kek`), with the KEK as transit wrapped it: in a v2
 //!   annotation, or in the v1 framing `vault-transit-kek:`.
 //!
+//! - [`purpose`]: the tag at the head of every plaintext sent to transit
+//!   (a v2 DEK, a v1 DEK or a local KEK), so that no Decrypt returns a
+//!   secret of another kind or made through the other API.
+//!
 //! Mount paths and key names never contain `:`, so the parsing is
 //! unambiguous. Every parser returns an error naming the problem; none
 //! panics on any input.
@@ -22,6 +26,7 @@ pub mod cipher;
 pub mod key_id;
 pub mod local;
 pub mod names;
+pub mod purpose;
 
 use std::fmt;
 
@@ -29,6 +34,7 @@ pub use cipher::{parse_v1_cipher, parse_v2_ciphertext, v1_cipher, V1Cipher, Vaul
 pub use key_id::{parse_key_id, KeyVersion, KEY_ID_PREFIX};
 pub use local::{parse_v1_local, parse_v2_local, v1_local_cipher, LocalSealed, LOCAL_KEK_ANNOTATION};
 pub use names::KeyName;
+pub use purpose::Purpose;
 
 /// Why bytes from the apiserver are not a ciphertext or key id of ours.
 #[derive(Clone, Debug, PartialEq, Eq)]

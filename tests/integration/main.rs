@@ -13,6 +13,7 @@ mod layout;
 mod lifecycle;
 mod local_kek;
 mod ops;
+mod purpose;
 mod security;
 mod session;
 mod vault_faults;
