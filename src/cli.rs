@@ -192,6 +192,13 @@ fn run_inner(args: Vec<OsString>) -> Result<(), Failure> {
                     "VAULT_TOKEN was unset but stays readable in /proc/self/environ ({why}); prefer --vault-token-file"
                 );
             }
+            // Right after the scrub (which writes /proc/self/mem, closed to
+            // a non-root process once it is non-dumpable) and before any
+            // credential file is read or any thread starts: no core dump,
+            // and no ptrace or /proc/<pid>/mem by another uid.
+            if let Err(e) = crate::hardening::make_non_dumpable() {
+                log::warn!("{e}; a core dump or another process of this uid could read the token");
+            }
             if cmd == "check" {
                 return crate::tools::check::run(&cfg).map_err(Failure::Runtime);
             }

@@ -201,13 +201,27 @@ fn warn_if_loose(flag: &str, path: &std::path::Path) {
     }
 }
 
+/// Whether a Vault address names this machine: an IP literal in
+/// 127.0.0.0/8, `[::1]`, or `localhost`. A name is never taken for an
+/// address by its look (`127.0.attacker.example` resolves wherever its
+/// owner wants), and an address with userinfo is not loopback.
 fn is_loopback_url(addr: &str) -> bool {
-    let authority = addr.split("://").nth(1).unwrap_or("");
-    if authority.starts_with("[::1]") {
-        return true;
+    let Some((_, rest)) = addr.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
     }
-    let host = authority.split(':').next().unwrap_or("");
-    host == "localhost" || (host.starts_with("127.") && host.split('.').count() == 4)
+    let host = match authority.strip_prefix('[') {
+        // [v6]:port: the literal is what the brackets hold.
+        Some(v6) => match v6.split_once(']') {
+            Some((h, tail)) if tail.is_empty() || tail.starts_with(':') => h,
+            _ => return false,
+        },
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -222,5 +236,24 @@ mod tests {
         assert!(!is_loopback_url("http://vault.example:8200"));
         assert!(!is_loopback_url("http://localhost.evil.example:8200"));
         assert!(!is_loopback_url("http://127.0.0.1.evil.example:8200"));
+        assert!(is_loopback_url("http://127.1.2.3:8200/"));
+        assert!(is_loopback_url("http://127.0.0.1"));
+        assert!(is_loopback_url("http://[::1]"));
+        // Names that look like loopback addresses are names.
+        for name in [
+            "http://127.0.attacker.example:8200",
+            "http://127.0.0.example:8200",
+            "http://127.a.b.c",
+            "http://127.0.0.1x:8200",
+            "http://[::1].evil.example:8200",
+            "http://[::2]:8200",
+            "http://127.0.0.1@vault.example:8200",
+            "http://10.0.0.1:8200",
+            "http://0.0.0.0:8200",
+            "127.0.0.1:8200",
+            "http://",
+        ] {
+            assert!(!is_loopback_url(name), "{name}");
+        }
     }
 }
