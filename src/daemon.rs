@@ -123,7 +123,10 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     let in_flight = grpc::InFlight::new(cfg.max_in_flight);
 
     let http = cfg.http_addr.map(ops::http::bind).transpose().map_err(ServeError)?;
-    socket::prepare(&cfg.socket).map_err(|e| ServeError(e.to_string()))?;
+    // From here until the socket is withdrawn, no other plugin may touch
+    // the path: the lock beside it says who serves there.
+    let claim = socket::claim(&cfg.socket).map_err(|e| ServeError(e.to_string()))?;
+    socket::prepare(&cfg.socket, &claim).map_err(|e| ServeError(e.to_string()))?;
     // Bound in a private directory, restricted, then renamed into place.
     let staging = socket::Staging::create(&cfg.socket).map_err(|e| ServeError(e.to_string()))?;
     let bind_at = staging.as_ref().map_or(cfg.socket.as_path(), |s| s.path());
@@ -134,10 +137,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             return Err(ServeError(e));
         }
     };
-    if let Err(e) = socket::publish(staging.as_ref(), &cfg.socket) {
-        socket::remove(&cfg.socket);
-        return Err(ServeError(e.to_string()));
-    }
+    let bound = socket::publish(staging.as_ref(), &cfg.socket, &claim).map_err(|e| ServeError(e.to_string()))?;
     log::info!("serving KMS v2 and v1beta1 on unix://{}", cfg.socket.display());
     if let (Some(listener), Some(addr)) = (http, cfg.http_addr) {
         let view = Arc::new(View {
@@ -169,6 +169,19 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         cfg.shutdown_timeout
     );
 
+    // New connections end here: the socket this plugin bound (and only
+    // that one) is removed, and the lock goes to a successor at once, so
+    // it can serve while this one drains. A socket bound in place is
+    // unlinked by gRPC core itself at shutdown: then the lock is kept
+    // until the drain is over.
+    let withdrawn = socket::withdraw(&cfg.socket, &bound, &claim);
+    let claim = if bound.in_place() {
+        Some(claim)
+    } else {
+        drop(claim);
+        None
+    };
+
     let deadline = Instant::now() + cfg.shutdown_timeout;
     if !server.drain(cfg.shutdown_timeout) {
         log::warn!(
@@ -181,8 +194,12 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     while in_flight.count() > 0 && Instant::now() < deadline + CANCEL_GRACE {
         std::thread::sleep(Duration::from_millis(10));
     }
-    socket::remove(&cfg.socket);
-    log::info!("stopped; socket {} removed", cfg.socket.display());
+    drop(claim);
+    if withdrawn {
+        log::info!("stopped; socket {} removed", cfg.socket.display());
+    } else {
+        log::info!("stopped");
+    }
     Ok(())
 }
 

@@ -138,6 +138,18 @@ pub const HTTP_IO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HTTP_ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 pub const HTTP_ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// How long a starting plugin waits for the lock beside its socket
+/// (`socket::claim`) while another plugin holds it without serving: one
+/// starting up holds it for the few milliseconds between its stale check
+/// and its rename; one draining releases it as soon as it has withdrawn
+/// its socket, or (a socket too long to stage, which gRPC core unlinks
+/// itself at shutdown) once the default 5 s drain and 1 s grace are over.
+/// 10 s covers both; past it the plugin exits with a message saying so.
+pub const SOCKET_CLAIM_WAIT: Duration = Duration::from_secs(10);
+/// How often the lock and the socket are looked at meanwhile: 50 ms makes
+/// a handover nearly immediate at 20 cheap syscalls a second.
+pub const SOCKET_CLAIM_POLL: Duration = Duration::from_millis(50);
+
 /// A probe's or scraper's request head is a few hundred bytes.
 pub const HTTP_MAX_HEAD: usize = 8 * 1024;
 
