@@ -162,13 +162,6 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     });
 
     let sig = signals.forever().next();
-    log::info!(
-        "received {}; draining {} in-flight requests (at most {:?})",
-        if sig == Some(SIGINT) { "SIGINT" } else { "SIGTERM" },
-        in_flight.count(),
-        cfg.shutdown_timeout
-    );
-
     // New connections end here: the socket this plugin bound (and only
     // that one) is removed, and the lock goes to a successor at once, so
     // it can serve while this one drains. A socket bound in place is
@@ -181,6 +174,13 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         drop(claim);
         None
     };
+    log::info!(
+        "received {}; draining {} in-flight requests (at most {:?}){}",
+        if sig == Some(SIGINT) { "SIGINT" } else { "SIGTERM" },
+        in_flight.count(),
+        cfg.shutdown_timeout,
+        if withdrawn { "; socket removed, new connections go to a successor" } else { "" }
+    );
 
     let deadline = Instant::now() + cfg.shutdown_timeout;
     if !server.drain(cfg.shutdown_timeout) {
@@ -195,11 +195,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(claim);
-    if withdrawn {
-        log::info!("stopped; socket {} removed", cfg.socket.display());
-    } else {
-        log::info!("stopped");
-    }
+    log::info!("stopped");
     Ok(())
 }
 
