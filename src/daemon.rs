@@ -179,7 +179,11 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         if sig == Some(SIGINT) { "SIGINT" } else { "SIGTERM" },
         in_flight.count(),
         cfg.shutdown_timeout,
-        if withdrawn { "; socket removed, new connections go to a successor" } else { "" }
+        if withdrawn {
+            "; socket removed, new connections go to a successor"
+        } else {
+            ""
+        }
     );
 
     let deadline = Instant::now() + cfg.shutdown_timeout;

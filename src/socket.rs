@@ -419,7 +419,15 @@ mod tests {
         drop(first);
         let _l = UnixListener::bind(&p).unwrap();
         let (dev, ino) = restrict(&p).unwrap();
-        assert!(withdraw(&p, &Bound { dev, ino, in_place: true }, &c));
+        assert!(withdraw(
+            &p,
+            &Bound {
+                dev,
+                ino,
+                in_place: true
+            },
+            &c
+        ));
         assert!(!p.exists());
         std::fs::remove_dir_all(&d).unwrap();
     }

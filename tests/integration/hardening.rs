@@ -102,7 +102,10 @@ fn livez_answers_while_400_clients_hold_partial_heads() {
     eprintln!("/livez under the flood ({flood_rate:.0} connections/s): {ok} of 36 answered 200 within 1 s, slowest {slowest:?}");
     assert_eq!(ok, 36, "answers: {answers:?}");
     // And after it, the plugin is still whole.
-    assert_eq!(probe(&hostport, "/readyz", Duration::from_secs(3)).0.as_deref(), Ok("HTTP/1.1 200"));
+    assert_eq!(
+        probe(&hostport, "/readyz", Duration::from_secs(3)).0.as_deref(),
+        Ok("HTTP/1.1 200")
+    );
 }
 
 /// Plugin A drains after SIGTERM while its replacement B starts on the same
@@ -113,7 +116,14 @@ fn a_draining_plugin_leaves_its_successors_socket_alone() {
     let bao = Bao::dev(dir.path());
     let proxy = FaultProxy::start(&bao.addr);
     let sock = dir.path().join("run/kms.sock");
-    let a_args = ["--transit-key", "kube", "--vault-timeout", "5s", "--shutdown-timeout", "10s"];
+    let a_args = [
+        "--transit-key",
+        "kube",
+        "--vault-timeout",
+        "5s",
+        "--shutdown-timeout",
+        "10s",
+    ];
     let mut a = Plugin::spawn_raw(dir.path(), &sock, &proxy.addr, &bao.token, &a_args);
     a.wait_for_socket();
     let ca = Arc::new(KmsClient::connect(&sock, Duration::from_secs(8)));
@@ -139,7 +149,10 @@ fn a_draining_plugin_leaves_its_successors_socket_alone() {
         }
         b.log_text().contains("serving KMS v2").then_some(())
     });
-    assert!(a.try_exit().is_none(), "A finished draining before B served; the test proves nothing");
+    assert!(
+        a.try_exit().is_none(),
+        "A finished draining before B served; the test proves nothing"
+    );
     let st = a.wait_exit(Duration::from_secs(20));
     assert!(st.success(), "A: {st}\n{}", a.log_text());
     for h in held {
@@ -214,7 +227,12 @@ fn a_fifo_swapped_in_as_the_token_file_blocks_nothing() {
     let first = token_with(&bao, "kms-fifo", &hcl, "1h");
     let file = dir.path().join("vault-token");
     write_atomic(&file, &first);
-    let p = Plugin::start(dir.path(), &bao.addr, "", &["--vault-token-file", &file.display().to_string()]);
+    let p = Plugin::start(
+        dir.path(),
+        &bao.addr,
+        "",
+        &["--vault-token-file", &file.display().to_string()],
+    );
     let c = p.client();
     round_trip_v2(&c);
     let hostport = p.http.trim_start_matches("http://").to_owned();
@@ -225,7 +243,10 @@ fn a_fifo_swapped_in_as_the_token_file_blocks_nothing() {
     let t = Instant::now();
     let e = encrypt_v2(&c, &dek());
     let took_encrypt = t.elapsed();
-    assert!(e.is_ok(), "Encrypt with a FIFO as the token file: {e:?} after {took_encrypt:?}");
+    assert!(
+        e.is_ok(),
+        "Encrypt with a FIFO as the token file: {e:?} after {took_encrypt:?}"
+    );
     let t = Instant::now();
     assert_eq!(status(&c).healthz, "ok");
     let took_status = t.elapsed();
@@ -234,7 +255,11 @@ fn a_fifo_swapped_in_as_the_token_file_blocks_nothing() {
         assert_eq!(got.as_deref(), Ok("HTTP/1.1 200"), "{path} after {took:?}");
     }
     round_trip_v2(&c);
-    assert!(p.log_text().contains("named pipe (FIFO), not a regular file"), "{}", p.log_text());
+    assert!(
+        p.log_text().contains("named pipe (FIFO), not a regular file"),
+        "{}",
+        p.log_text()
+    );
     eprintln!("with a FIFO as the token file: Encrypt {took_encrypt:?}, Status {took_status:?}");
 
     let second = token_with(&bao, "kms-fifo", &hcl, "1h");
@@ -327,7 +352,10 @@ fn the_plugin_is_not_dumpable() {
     let pid = child.0.id();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default();
-    assert!(uid_line.split_whitespace().nth(1) == Some(&uid.to_string()), "{uid_line}");
+    assert!(
+        uid_line.split_whitespace().nth(1) == Some(&uid.to_string()),
+        "{uid_line}"
+    );
     for entry in ["environ", "mem", "maps"] {
         let owner = std::fs::metadata(format!("/proc/{pid}/{entry}")).unwrap().uid();
         assert_eq!(
@@ -344,6 +372,9 @@ fn the_plugin_is_not_dumpable() {
     }
     round_trip_v2(&KmsClient::connect(&sock, DEADLINE));
     let text = read_log();
-    assert!(!text.contains("stays readable") && !text.contains("PR_SET_DUMPABLE"), "{text}");
+    assert!(
+        !text.contains("stays readable") && !text.contains("PR_SET_DUMPABLE"),
+        "{text}"
+    );
     drop(child);
 }
