@@ -37,7 +37,8 @@ without the dashes, e.g. {\"transit-key\": \"kube\"}), or for some through the
 environment. Precedence: flag, then environment, then file, then default.
 
 OPTIONS:
-    --socket PATH            Unix socket to serve on; `unix://` prefix accepted
+    --socket PATH            Unix socket to serve on; `unix://` prefix accepted. A lock
+                             on PATH.lock beside it keeps a second plugin off the path
                              [default: /var/run/kmsplugin/kms.sock]
     --vault-addr URL[,URL]   Vault/OpenBao address, e.g. https://vault:8200; repeat it or
                              separate with commas to list every node of a cluster: the
@@ -98,7 +99,7 @@ OPTIONS:
                              [default: 5s]
     --http-addr IP:PORT      serve /livez, /readyz, /healthz and /metrics there; empty
                              turns them off  [default: 127.0.0.1:8787]
-    --config FILE            JSON file with any of the keys above
+    --config FILE            JSON file with any of the keys above, each at most once
 
 ENVIRONMENT:
     VAULT_TOKEN              token method: the token (when --vault-token-file is not given)
@@ -191,6 +192,13 @@ fn run_inner(args: Vec<OsString>) -> Result<(), Failure> {
                 log::warn!(
                     "VAULT_TOKEN was unset but stays readable in /proc/self/environ ({why}); prefer --vault-token-file"
                 );
+            }
+            // Right after the scrub (which writes /proc/self/mem, closed to
+            // a non-root process once it is non-dumpable) and before any
+            // credential file is read or any thread starts: no core dump,
+            // and no ptrace or /proc/<pid>/mem by another uid.
+            if let Err(e) = crate::hardening::make_non_dumpable() {
+                log::warn!("{e}; a core dump or another process of this uid could read the token");
             }
             if cmd == "check" {
                 return crate::tools::check::run(&cfg).map_err(Failure::Runtime);

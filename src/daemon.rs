@@ -123,7 +123,10 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     let in_flight = grpc::InFlight::new(cfg.max_in_flight);
 
     let http = cfg.http_addr.map(ops::http::bind).transpose().map_err(ServeError)?;
-    socket::prepare(&cfg.socket).map_err(|e| ServeError(e.to_string()))?;
+    // From here until the socket is withdrawn, no other plugin may touch
+    // the path: the lock beside it says who serves there.
+    let claim = socket::claim(&cfg.socket).map_err(|e| ServeError(e.to_string()))?;
+    socket::prepare(&cfg.socket, &claim).map_err(|e| ServeError(e.to_string()))?;
     // Bound in a private directory, restricted, then renamed into place.
     let staging = socket::Staging::create(&cfg.socket).map_err(|e| ServeError(e.to_string()))?;
     let bind_at = staging.as_ref().map_or(cfg.socket.as_path(), |s| s.path());
@@ -134,10 +137,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             return Err(ServeError(e));
         }
     };
-    if let Err(e) = socket::publish(staging.as_ref(), &cfg.socket) {
-        socket::remove(&cfg.socket);
-        return Err(ServeError(e.to_string()));
-    }
+    let bound = socket::publish(staging.as_ref(), &cfg.socket, &claim).map_err(|e| ServeError(e.to_string()))?;
     log::info!("serving KMS v2 and v1beta1 on unix://{}", cfg.socket.display());
     if let (Some(listener), Some(addr)) = (http, cfg.http_addr) {
         let view = Arc::new(View {
@@ -162,11 +162,28 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     });
 
     let sig = signals.forever().next();
+    // New connections end here: the socket this plugin bound (and only
+    // that one) is removed, and the lock goes to a successor at once, so
+    // it can serve while this one drains. A socket bound in place is
+    // unlinked by gRPC core itself at shutdown: then the lock is kept
+    // until the drain is over.
+    let withdrawn = socket::withdraw(&cfg.socket, &bound, &claim);
+    let claim = if bound.in_place() {
+        Some(claim)
+    } else {
+        drop(claim);
+        None
+    };
     log::info!(
-        "received {}; draining {} in-flight requests (at most {:?})",
+        "received {}; draining {} in-flight requests (at most {:?}){}",
         if sig == Some(SIGINT) { "SIGINT" } else { "SIGTERM" },
         in_flight.count(),
-        cfg.shutdown_timeout
+        cfg.shutdown_timeout,
+        if withdrawn {
+            "; socket removed, new connections go to a successor"
+        } else {
+            ""
+        }
     );
 
     let deadline = Instant::now() + cfg.shutdown_timeout;
@@ -181,8 +198,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     while in_flight.count() > 0 && Instant::now() < deadline + CANCEL_GRACE {
         std::thread::sleep(Duration::from_millis(10));
     }
-    socket::remove(&cfg.socket);
-    log::info!("stopped; socket {} removed", cfg.socket.display());
+    drop(claim);
+    log::info!("stopped");
     Ok(())
 }
 
@@ -201,13 +218,27 @@ fn warn_if_loose(flag: &str, path: &std::path::Path) {
     }
 }
 
+/// Whether a Vault address names this machine: an IP literal in
+/// 127.0.0.0/8, `[::1]`, or `localhost`. A name is never taken for an
+/// address by its look (`127.0.attacker.example` resolves wherever its
+/// owner wants), and an address with userinfo is not loopback.
 fn is_loopback_url(addr: &str) -> bool {
-    let authority = addr.split("://").nth(1).unwrap_or("");
-    if authority.starts_with("[::1]") {
-        return true;
+    let Some((_, rest)) = addr.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
     }
-    let host = authority.split(':').next().unwrap_or("");
-    host == "localhost" || (host.starts_with("127.") && host.split('.').count() == 4)
+    let host = match authority.strip_prefix('[') {
+        // [v6]:port: the literal is what the brackets hold.
+        Some(v6) => match v6.split_once(']') {
+            Some((h, tail)) if tail.is_empty() || tail.starts_with(':') => h,
+            _ => return false,
+        },
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -222,5 +253,24 @@ mod tests {
         assert!(!is_loopback_url("http://vault.example:8200"));
         assert!(!is_loopback_url("http://localhost.evil.example:8200"));
         assert!(!is_loopback_url("http://127.0.0.1.evil.example:8200"));
+        assert!(is_loopback_url("http://127.1.2.3:8200/"));
+        assert!(is_loopback_url("http://127.0.0.1"));
+        assert!(is_loopback_url("http://[::1]"));
+        // Names that look like loopback addresses are names.
+        for name in [
+            "http://127.0.attacker.example:8200",
+            "http://127.0.0.example:8200",
+            "http://127.a.b.c",
+            "http://127.0.0.1x:8200",
+            "http://[::1].evil.example:8200",
+            "http://[::2]:8200",
+            "http://127.0.0.1@vault.example:8200",
+            "http://10.0.0.1:8200",
+            "http://0.0.0.0:8200",
+            "127.0.0.1:8200",
+            "http://",
+        ] {
+            assert!(!is_loopback_url(name), "{name}");
+        }
     }
 }

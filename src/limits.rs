@@ -118,12 +118,34 @@ pub const VAULT_MAX_IDLE_CONNECTIONS: usize = VAULT_MAX_CONNECTIONS;
 /// new one is opened.
 pub const VAULT_MAX_IDLE_AGE: Duration = Duration::from_secs(270);
 
-/// Connections served at once. Probes and a scraper need a handful; the
-/// rest of the room is for clients that connect and say nothing (or drip):
-/// each holds a slot for at most [`HTTP_HEAD_TIMEOUT`], so 64 of them at
-/// once still leave `/livez` answerable. More are closed at once, so a
-/// flood cannot take threads from KMS requests.
+/// Requests answered at once, each on its own thread (a finished head
+/// only: heads are read by one thread, see [`HTTP_MAX_PENDING_HEADS`]).
+/// Probes and a scraper need a handful; the cap keeps a flood of finished
+/// requests from taking threads from KMS requests. More get 503 at once.
 pub const HTTP_MAX_CONNECTIONS: usize = 128;
+
+/// Of [`HTTP_MAX_CONNECTIONS`], the answer threads only `/livez` may take:
+/// `/readyz` callers wait on the health check (up to the Vault budget)
+/// while Vault is slow, and must not leave kubelet's liveness probe
+/// without a thread. A `/livez` answer is one connect to our own socket
+/// (microseconds), so 8 cover any number of kubelets.
+pub const HTTP_LIVEZ_RESERVE: usize = 8;
+
+/// Connections still sending their request heads, held by the one head
+/// reader as non-blocking sockets (one descriptor and at most
+/// [`HTTP_MAX_HEAD`] bytes each, no thread). When full, the oldest is
+/// closed: a client that connects and never finishes its head (400 of
+/// them reconnecting in a loop in our test) only ever pushes out another
+/// such client, while a probe, whose head arrives with its connection,
+/// is read the moment it is accepted. 256 descriptors stay well inside a
+/// 1024 descriptor limit beside gRPC's and Vault's.
+pub const HTTP_MAX_PENDING_HEADS: usize = 256;
+
+/// How often the head reader reads the heads still waiting (a new
+/// connection is read at once). A head split over several packets waits
+/// at most this much longer; 256 waiting heads cost 256 reads per pass,
+/// about 100 µs, so 5 ms keeps a full line near 2% of a core.
+pub const HTTP_HEAD_POLL: Duration = Duration::from_millis(5);
 
 /// The whole request head must arrive within this: kubelet and Prometheus
 /// send theirs at once (a few hundred bytes), and kubelet's probe gives up
@@ -139,6 +161,18 @@ pub const HTTP_IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`HTTP_ACCEPT_BACKOFF_MAX`]: a persistent error must not spin a core.
 pub const HTTP_ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 pub const HTTP_ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How long a starting plugin waits for the lock beside its socket
+/// (`socket::claim`) while another plugin holds it without serving: one
+/// starting up holds it for the few milliseconds between its stale check
+/// and its rename; one draining releases it as soon as it has withdrawn
+/// its socket, or (a socket too long to stage, which gRPC core unlinks
+/// itself at shutdown) once the default 5 s drain and 1 s grace are over.
+/// 10 s covers both; past it the plugin exits with a message saying so.
+pub const SOCKET_CLAIM_WAIT: Duration = Duration::from_secs(10);
+/// How often the lock and the socket are looked at meanwhile: 50 ms makes
+/// a handover nearly immediate at 20 cheap syscalls a second.
+pub const SOCKET_CLAIM_POLL: Duration = Duration::from_millis(50);
 
 /// A probe's or scraper's request head is a few hundred bytes.
 pub const HTTP_MAX_HEAD: usize = 8 * 1024;

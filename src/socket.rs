@@ -12,12 +12,23 @@
 //! gRPC core unlinks whatever sits at the path before it binds, so the
 //! live-socket check here is what stops a second plugin from silently
 //! stealing the socket of a running one.
+//!
+//! Two plugins never both believe they serve one path: each first takes
+//! an exclusive `flock` on a lock file beside the socket (`<socket>.lock`,
+//! never removed, so every plugin locks the same inode) and holds it from
+//! before the stale check until it has withdrawn its socket. And a plugin
+//! removes only the socket it bound (same device and inode), so one that
+//! finishes draining cannot delete its successor's.
 
 use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::limits::{SOCKET_CLAIM_POLL, SOCKET_CLAIM_WAIT};
 
 /// Socket file mode: only the owner (root, or the user both plugin and
 /// apiserver run as) may connect.
@@ -38,10 +49,86 @@ impl fmt::Display for SocketError {
 
 impl std::error::Error for SocketError {}
 
-/// Makes `path` ready to bind: creates the parent directory if needed and
-/// removes a stale socket. Refuses if a live process serves on it or if the
-/// path is something other than a socket.
-pub fn prepare(path: &Path) -> Result<(), SocketError> {
+/// The lock that makes this process the one plugin serving on a path;
+/// released when dropped (or when the process ends, however it ends).
+pub struct Claim {
+    _lock: File,
+}
+
+/// The lock file for the socket at `path`: `<path>.lock`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Takes the lock beside `path`, creating the directory and the lock file
+/// if needed. Another plugin holding it is either serving (the socket
+/// accepts: refused at once) or starting up or draining (waited for, up to
+/// [`SOCKET_CLAIM_WAIT`]).
+pub fn claim(path: &Path) -> Result<Claim, SocketError> {
+    make_dir(path)?;
+    let lp = lock_path(path);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        // Not through a symlink someone put there, and never waiting on
+        // a FIFO.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&lp)
+        .map_err(|e| SocketError(format!("cannot open the lock file {}: {e}", lp.display())))?;
+    match f.metadata() {
+        Ok(m) if m.file_type().is_file() => {}
+        _ => {
+            return Err(SocketError(format!(
+                "{} is not a regular file; refusing to use it as the socket's lock",
+                lp.display()
+            )))
+        }
+    }
+    let until = Instant::now() + SOCKET_CLAIM_WAIT;
+    let mut waited = false;
+    loop {
+        match f.try_lock() {
+            Ok(()) => {
+                if waited {
+                    log::info!("took {} once the other plugin let go of it", lp.display());
+                }
+                return Ok(Claim { _lock: f });
+            }
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => {
+                return Err(SocketError(format!("cannot lock {}: {e}", lp.display())));
+            }
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(SocketError(format!(
+                "another process is serving on {}; stop it first or choose another --socket",
+                path.display()
+            )));
+        }
+        if Instant::now() >= until {
+            return Err(SocketError(format!(
+                "another plugin has held {} for over {SOCKET_CLAIM_WAIT:?} without serving on {} (starting up or draining); stop it first or choose another --socket",
+                lp.display(),
+                path.display()
+            )));
+        }
+        if !waited {
+            log::info!(
+                "another plugin holds {} (starting up or draining); waiting for it",
+                lp.display()
+            );
+            waited = true;
+        }
+        std::thread::sleep(SOCKET_CLAIM_POLL);
+    }
+}
+
+/// Creates the socket's parent directory if it does not exist.
+fn make_dir(path: &Path) -> Result<(), SocketError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             std::fs::DirBuilder::new()
@@ -54,6 +141,16 @@ pub fn prepare(path: &Path) -> Result<(), SocketError> {
             return Err(SocketError(format!("{} is not a directory", dir.display())));
         }
     }
+    Ok(())
+}
+
+/// Makes `path` ready to bind: creates the parent directory if needed and
+/// removes a stale socket. Refuses if a live process serves on it or if the
+/// path is something other than a socket.
+/// Called with the [`Claim`] held, so no other plugin is between this
+/// check and the publishing rename.
+pub fn prepare(path: &Path, _claim: &Claim) -> Result<(), SocketError> {
+    make_dir(path)?;
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -137,32 +234,70 @@ impl Staging {
 /// Mode of the staging directory: nobody but us may look inside.
 const STAGING_MODE: u32 = 0o700;
 
-/// Sets the bound socket to [`SOCKET_MODE`] and moves it to `final_path`.
-/// With a staging directory the chmod happens where no one else can reach,
-/// then the rename makes it visible already restricted; without one (a
-/// path too long to stage), it is restricted in place right after binding.
-pub fn publish(staging: Option<&Staging>, final_path: &Path) -> Result<(), SocketError> {
+/// The socket this plugin bound, by device and inode: what it may remove.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    dev: u64,
+    ino: u64,
+    in_place: bool,
+}
+
+impl Bound {
+    /// Bound at its final path (too long to stage): gRPC core itself
+    /// unlinks that path when the server shuts down, so the [`Claim`] must
+    /// be held until the drain is over.
+    pub fn in_place(&self) -> bool {
+        self.in_place
+    }
+}
+
+/// Sets the bound socket to [`SOCKET_MODE`] and moves it to `final_path`,
+/// with the [`Claim`] held. With a staging directory the chmod happens
+/// where no one else can reach, then the rename makes it visible already
+/// restricted; without one (a path too long to stage), it is restricted in
+/// place right after binding (and removed again if that fails).
+pub fn publish(staging: Option<&Staging>, final_path: &Path, _claim: &Claim) -> Result<Bound, SocketError> {
     let Some(st) = staging else {
         log::warn!(
             "socket path {} is too long to bind in a private directory first; it is restricted to {SOCKET_MODE:o} right after binding",
             final_path.display()
         );
-        return restrict(final_path);
+        return match restrict(final_path) {
+            Ok((dev, ino)) => Ok(Bound {
+                dev,
+                ino,
+                in_place: true,
+            }),
+            Err(e) => {
+                // Bound there by us under the claim: ours to remove.
+                if std::fs::symlink_metadata(final_path).is_ok_and(|m| m.file_type().is_socket()) {
+                    let _ = std::fs::remove_file(final_path);
+                }
+                Err(e)
+            }
+        };
     };
-    let moved = restrict(&st.path).and_then(|()| {
-        std::fs::rename(&st.path, final_path).map_err(|e| {
-            SocketError(format!(
-                "cannot move the socket into place at {}: {e}",
-                final_path.display()
-            ))
-        })
+    let moved = restrict(&st.path).and_then(|(dev, ino)| {
+        std::fs::rename(&st.path, final_path)
+            .map(|()| Bound {
+                dev,
+                ino,
+                in_place: false,
+            })
+            .map_err(|e| {
+                SocketError(format!(
+                    "cannot move the socket into place at {}: {e}",
+                    final_path.display()
+                ))
+            })
     });
     st.discard();
     moved
 }
 
-/// Sets a socket's mode to [`SOCKET_MODE`], refusing to follow a symlink.
-fn restrict(path: &Path) -> Result<(), SocketError> {
+/// Sets a socket's mode to [`SOCKET_MODE`], refusing to follow a symlink;
+/// returns its device and inode.
+fn restrict(path: &Path) -> Result<(u64, u64), SocketError> {
     let meta =
         std::fs::symlink_metadata(path).map_err(|e| SocketError(format!("cannot inspect {}: {e}", path.display())))?;
     if !meta.file_type().is_socket() {
@@ -172,7 +307,8 @@ fn restrict(path: &Path) -> Result<(), SocketError> {
         )));
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
-        .map_err(|e| SocketError(format!("cannot chmod {}: {e}", path.display())))
+        .map_err(|e| SocketError(format!("cannot chmod {}: {e}", path.display())))?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 /// Removes a staging directory left behind when start-up failed.
@@ -182,16 +318,34 @@ pub fn discard(staging: Option<&Staging>) {
     }
 }
 
-/// Removes the socket at exit; a missing file is fine (gRPC may have
-/// removed it already), anything that is not a socket is left alone.
-pub fn remove(path: &Path) {
+/// Removes the socket this plugin bound, called with the [`Claim`] still
+/// held (so no other plugin can have published in between). A missing
+/// file is fine (gRPC may have removed it already); anything else at the
+/// path (another inode, not a socket) is left alone and logged. Returns
+/// whether it removed the socket.
+pub fn withdraw(path: &Path, bound: &Bound, _claim: &Claim) -> bool {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            if let Err(e) = std::fs::remove_file(path) {
-                log::warn!("cannot remove socket {}: {e}", path.display());
+        Ok(m) if m.file_type().is_socket() && m.dev() == bound.dev && m.ino() == bound.ino => {
+            match std::fs::remove_file(path) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::warn!("cannot remove socket {}: {e}", path.display());
+                    false
+                }
             }
         }
-        _ => {}
+        Ok(_) => {
+            log::warn!(
+                "{} is no longer the socket this plugin bound; left alone",
+                path.display()
+            );
+            false
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => false,
+        Err(e) => {
+            log::warn!("cannot inspect socket {}: {e}", path.display());
+            false
+        }
     }
 }
 
@@ -210,8 +364,71 @@ mod tests {
     fn creates_directory() {
         let d = tmp("mkdir");
         let p = d.join("a/b/kms.sock");
-        prepare(&p).unwrap();
+        let c = claim(&p).unwrap();
+        prepare(&p, &c).unwrap();
         assert!(p.parent().unwrap().is_dir());
+        assert!(d.join("a/b/kms.sock.lock").is_file());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// The lock is exclusive while held and free again once dropped; a
+    /// symlink at the lock path is refused.
+    #[test]
+    fn a_claim_is_exclusive_until_dropped() {
+        let d = tmp("claim");
+        let p = d.join("kms.sock");
+        let first = claim(&p).unwrap();
+        let other = std::fs::File::open(lock_path(&p)).unwrap();
+        assert!(matches!(other.try_lock(), Err(TryLockError::WouldBlock)));
+        drop(first);
+        other.try_lock().unwrap();
+        drop(other);
+        // A symlink at the lock path is not followed.
+        let q = d.join("q.sock");
+        std::os::unix::fs::symlink(d.join("elsewhere"), lock_path(&q)).unwrap();
+        assert!(claim(&q).is_err());
+        assert!(!d.join("elsewhere").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Only the socket bound (same inode) is withdrawn: one bound later at
+    /// the same path is left alone, and so is a file.
+    #[test]
+    fn withdraw_removes_only_the_socket_it_bound() {
+        let d = tmp("withdraw");
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("kms.sock");
+        let c = claim(&p).unwrap();
+        let first = UnixListener::bind(&p).unwrap();
+        let (dev, ino) = restrict(&p).unwrap();
+        let mine = Bound {
+            dev,
+            ino,
+            in_place: true,
+        };
+        // Someone else's socket replaces ours at the path.
+        std::fs::remove_file(&p).unwrap();
+        let _second = UnixListener::bind(&p).unwrap();
+        assert!(!withdraw(&p, &mine, &c));
+        assert!(p.exists(), "another socket was removed");
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, b"x").unwrap();
+        assert!(!withdraw(&p, &mine, &c));
+        assert!(p.exists());
+        std::fs::remove_file(&p).unwrap();
+        drop(first);
+        let _l = UnixListener::bind(&p).unwrap();
+        let (dev, ino) = restrict(&p).unwrap();
+        assert!(withdraw(
+            &p,
+            &Bound {
+                dev,
+                ino,
+                in_place: true
+            },
+            &c
+        ));
+        assert!(!p.exists());
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -220,20 +437,19 @@ mod tests {
         let d = tmp("states");
         std::fs::create_dir_all(&d).unwrap();
         let p = d.join("kms.sock");
+        let c = claim(&p).unwrap();
         {
             let _l = UnixListener::bind(&p).unwrap();
-            let e = prepare(&p).unwrap_err();
+            let e = prepare(&p, &c).unwrap_err();
             assert!(e.0.contains("another process is serving"), "{e}");
         }
         // Listener dropped: the file stays, nothing listens.
         assert!(p.exists());
-        prepare(&p).unwrap();
+        prepare(&p, &c).unwrap();
         assert!(!p.exists());
         std::fs::write(&p, b"not a socket").unwrap();
-        let e = prepare(&p).unwrap_err();
+        let e = prepare(&p, &c).unwrap_err();
         assert!(e.0.contains("not a socket"), "{e}");
-        remove(&p);
-        assert!(p.exists(), "remove() must leave non-sockets alone");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

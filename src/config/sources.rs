@@ -140,18 +140,23 @@ impl<'a> Layers<'a> {
 }
 
 fn read_config_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
-    let text = read_small_file(path, MAX_CONFIG_FILE).map_err(|m| ConfigError(format!("--config {path}: {m}")))?;
+    let text = crate::files::read_small(std::path::Path::new(path), MAX_CONFIG_FILE)
+        .map_err(|m| ConfigError(format!("--config {path}: {m}")))?;
     parse_config_json(&text).map_err(|m| ConfigError(format!("--config {path}: {m}")))
 }
 
-/// Parses the JSON config file: one object whose keys are [`KEYS`].
+/// Parses the JSON config file: one object whose keys are [`KEYS`], each
+/// at most once.
 pub fn parse_config_json(text: &str) -> Result<BTreeMap<String, String>, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let obj = v
-        .as_object()
-        .ok_or("must be a JSON object such as {\"transit-key\": \"kube\"}")?;
+    if !v.is_object() {
+        return Err("must be a JSON object such as {\"transit-key\": \"kube\"}".into());
+    }
+    // serde_json's Value keeps the last of two equal keys without a word;
+    // a second pass that sees every key refuses the file instead.
+    let entries = serde_json::from_str::<UniqueKeys>(text).map_err(|e| e.to_string())?.0;
     let mut out = BTreeMap::new();
-    for (k, v) in obj {
+    for (k, v) in &entries {
         if !KEYS.iter().any(|(n, _)| n == k) {
             let known: Vec<&str> = KEYS.iter().map(|(n, _)| *n).collect();
             return Err(format!("unknown key \"{k}\"; known keys: {}", known.join(", ")));
@@ -172,15 +177,68 @@ pub fn parse_config_json(text: &str) -> Result<BTreeMap<String, String>, String>
     Ok(out)
 }
 
-fn read_small_file(path: &str, max: u64) -> Result<String, String> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let mut s = String::new();
-    f.take(max + 1)
-        .read_to_string(&mut s)
-        .map_err(|e| format!("cannot read as UTF-8 text: {e}"))?;
-    if s.len() as u64 > max {
-        return Err(format!("larger than {max} bytes"));
+/// The top-level object's entries in file order; deserializing fails on a
+/// key that appears twice, naming it.
+struct UniqueKeys(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+                let mut out: Vec<(String, serde_json::Value)> = Vec::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    if out.iter().any(|(seen, _)| *seen == k) {
+                        return Err(serde::de::Error::custom(format!(
+                            "key \"{}\" appears more than once; keep one",
+                            crate::wire::names::shown(&k)
+                        )));
+                    }
+                    let v = map.next_value::<serde_json::Value>()?;
+                    out.push((k, v));
+                }
+                Ok(UniqueKeys(out))
+            }
+        }
+        d.deserialize_map(Entries)
     }
-    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key given twice is refused, naming it, wherever the two are; a
+    /// duplicate inside a value (not a key of ours) or two different keys
+    /// are not.
+    #[test]
+    fn a_duplicated_key_is_refused_naming_it() {
+        for text in [
+            r#"{"transit-key": "a", "transit-key": "b"}"#,
+            r#"{"transit-key": "a", "socket": "/s", "transit-key": "a"}"#,
+            "{\n  \"vault-addr\": [\"http://a:1\"],\n  \"transit-key\": \"k\",\n  \"vault-addr\": \"http://b:1\"\n}",
+        ] {
+            let e = parse_config_json(text).unwrap_err();
+            let key = if text.contains("\"vault-addr\": [") {
+                "vault-addr"
+            } else {
+                "transit-key"
+            };
+            assert!(
+                e.contains(&format!("key \"{key}\" appears more than once")),
+                "{text}: {e}"
+            );
+        }
+        let ok = parse_config_json(r#"{"transit-key": "k", "decrypt-key": ["a", "a"], "socket": "/s"}"#).unwrap();
+        assert_eq!(ok.get("decrypt-key").map(String::as_str), Some("a,a"));
+        assert_eq!(ok.get("transit-key").map(String::as_str), Some("k"));
+        // The key is quoted cut, never a megabyte of it.
+        let long = "x".repeat(5000);
+        let e = parse_config_json(&format!(r#"{{"{long}": 1, "{long}": 2}}"#)).unwrap_err();
+        assert!(e.len() < 300 && e.contains("appears more than once"), "{e}");
+    }
 }

@@ -177,19 +177,12 @@ impl fmt::Display for AuthConfig {
 
 /// Reads a one-line credential (token, role_id, secret_id, JWT): trimmed,
 /// non-empty, no whitespace inside. Errors name the file, never its content.
+/// Only a regular file is read, opened without waiting (`files`): a named
+/// pipe or a device put at the path is refused at once instead of blocking
+/// the caller.
 pub fn read_credential(path: &Path, what: &str) -> Result<Secret, String> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| format!("{what} {}: cannot open: {e}", path.display()))?;
-    let mut s = String::new();
-    f.take(MAX_CREDENTIAL_FILE + 1)
-        .read_to_string(&mut s)
-        .map_err(|e| format!("{what} {}: cannot read as text: {e}", path.display()))?;
-    if s.len() as u64 > MAX_CREDENTIAL_FILE {
-        return Err(format!(
-            "{what} {}: larger than {MAX_CREDENTIAL_FILE} bytes",
-            path.display()
-        ));
-    }
+    let mut s =
+        crate::files::read_small(path, MAX_CREDENTIAL_FILE).map_err(|e| format!("{what} {}: {e}", path.display()))?;
     let t = s.trim();
     if t.is_empty() {
         return Err(format!("{what} {}: the file is empty", path.display()));

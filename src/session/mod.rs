@@ -158,25 +158,38 @@ impl Session {
 
     /// The token to use now. With a token file, a changed file is re-read
     /// first; an unreadable one keeps the previous token (and is logged).
+    /// The file is read without the session lock held: a file that is slow
+    /// to read (or not a regular file, refused at once) never holds up the
+    /// requests, Status or the keeper waiting on that lock.
     pub fn ticket(&self) -> Ticket {
         if let Some(path) = self.auth.token_file() {
-            let now_stamp = stamp(path);
-            let mut st = lock(&self.state);
-            if now_stamp != st.file {
-                st.file = now_stamp;
-                self.reload_file(&mut st, path);
+            let seen = stamp(path);
+            if seen != lock(&self.state).file {
+                self.reload_file(path, seen);
             }
-            return st.ticket.clone();
         }
         lock(&self.state).ticket.clone()
     }
 
-    /// Re-reads the token file; installs its token if it differs.
-    fn reload_file(&self, st: &mut State, path: &Path) -> bool {
-        match read_credential(path, "--vault-token-file") {
+    /// Re-reads the token file, whose identity was `seen` just before, and
+    /// installs its token if it differs. What was read is used only if the
+    /// file is still the one stamped (checked under the lock, with a
+    /// `stat`, which never waits on the file's content): a reader that lost
+    /// a race with a newer rename does not put an older token back. True
+    /// when a new token was installed.
+    fn reload_file(&self, path: &Path, seen: Option<FileStamp>) -> bool {
+        let read = read_credential(path, "--vault-token-file");
+        let mut st = lock(&self.state);
+        if stamp(path) != seen || st.file == seen {
+            // Changed again since (the next call reads it), or another
+            // caller already took this version.
+            return false;
+        }
+        st.file = seen;
+        match read {
             Ok(t) if t != st.ticket.token => {
                 log::info!("token file {} changed; using the new token", path.display());
-                self.install(st, t, None);
+                self.install(&mut st, t, None);
                 true
             }
             Ok(_) => false,
@@ -227,8 +240,16 @@ impl Session {
         match &self.auth {
             AuthConfig::Token(TokenSource::Env(_)) => None,
             AuthConfig::Token(TokenSource::File(p)) => {
-                st.file = stamp(p);
-                self.reload_file(&mut st, p).then(|| st.ticket.clone())
+                drop(st);
+                // Read again even if its stamp did not change (a rewrite
+                // within the same mtime tick keeps the stamp).
+                lock(&self.state).file = None;
+                let seen = stamp(p);
+                if seen.is_some() && self.reload_file(p, seen) {
+                    return Some(lock(&self.state).ticket.clone());
+                }
+                let st = lock(&self.state);
+                (st.ticket.gen != failed_gen).then(|| st.ticket.clone())
             }
             _ if st.verified_at.is_some_and(|t| t.elapsed() < SESSION_VERIFIED_FOR) => None,
             _ => {

@@ -6,6 +6,7 @@ mod bad_input;
 mod coalesce;
 mod deploy;
 mod ha;
+mod hardening;
 mod harness;
 mod health_signal;
 mod key_identity;

@@ -171,10 +171,12 @@ fn the_socket_is_bound_privately_whatever_the_umask() {
         socket.exists().then_some(())
     });
     let mode = std::fs::symlink_metadata(&socket).unwrap().permissions().mode() & 0o777;
-    let entries: Vec<String> = std::fs::read_dir(&run)
+    let mut entries: Vec<String> = std::fs::read_dir(&run)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
+    entries.sort();
+    let lock_mode = std::fs::metadata(run.join("kms.sock.lock")).map(|m| m.permissions().mode() & 0o777);
     let unix = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
     let run_prefix = run.to_str().unwrap().to_owned();
     let bound: Vec<String> = unix
@@ -189,7 +191,13 @@ fn the_socket_is_bound_privately_whatever_the_umask() {
     let _ = child.wait();
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert_eq!(mode, 0o600, "socket mode under umask 000; log:\n{log}");
-    assert_eq!(entries, vec!["kms.sock".to_owned()], "staging left behind");
+    // The socket and its lock file (socket::claim), nothing else.
+    assert_eq!(
+        entries,
+        vec!["kms.sock".to_owned(), "kms.sock.lock".to_owned()],
+        "staging left behind"
+    );
+    assert_eq!(lock_mode.ok(), Some(0o600), "lock file mode under umask 000");
     assert!(
         !bound.is_empty() && bound.iter().all(|p| p.contains("/.trousseau-")),
         "bound at {bound:?}, not in a private directory"

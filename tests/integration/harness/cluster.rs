@@ -200,8 +200,7 @@ impl Cluster {
             if s == 200 && v["sealed"] == false {
                 return Some(());
             }
-            if s == 200 && v["initialized"] == true && last_post.map_or(true, |t| t.elapsed() > Duration::from_secs(2))
-            {
+            if s == 200 && v["initialized"] == true && last_post.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) {
                 last_post = Some(Instant::now());
                 let _ = vault_call(&addr, "", "POST", "sys/unseal", Some(serde_json::json!({ "key": key })));
             }
