@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod incarnation;
 mod kek;
+mod seal;
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
