@@ -292,3 +292,22 @@ pub const LOCAL_KEK_CACHE: usize = 256;
 
 /// The local KEK: an AES-256 key.
 pub const LOCAL_KEK_LEN: usize = 32;
+
+/// How long a reply written to a client may wait for the client to accept
+/// it (its HTTP/2 flow-control window) before the call is cancelled and
+/// its in-flight permit released. A KMS reply is at most 64 KiB (a v1
+/// cipher), within HTTP/2's initial 64 KiB window, so a client that reads
+/// at all has it in milliseconds; the apiserver's own deadline (3 s by
+/// default) cancels its calls sooner anyway. Only a client that never
+/// reads (a window left at 0) meets this bound, and it cannot hold a
+/// permit longer.
+pub const REPLY_DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `grpc-replies` thread, which abandons overdue replies, sleeps at
+/// least this long between rounds: a busy plugin wakes it about once a
+/// second, not once per reply, and a reply is abandoned at most this much
+/// after [`REPLY_DELIVERY_TIMEOUT`].
+pub const REPLY_REAP_TICK: Duration = Duration::from_secs(1);
+
+/// Stack of the `grpc-replies` thread: it only drops futures and logs.
+pub const REPLY_REAPER_STACK: usize = 256 * 1024;

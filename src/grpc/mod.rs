@@ -4,6 +4,7 @@
 //! and counted, its error mapped to a status in one place ([`status`]).
 //! The adapters ([`v1`], [`v2`]) translate messages and nothing else.
 
+mod replies;
 mod status;
 mod v1;
 mod v2;
@@ -48,16 +49,12 @@ impl Shared {
 }
 
 /// Sends a reply from the completion-queue thread (no Vault call involved).
-fn reply_inline<Resp: Send + 'static>(ctx: &RpcContext<'_>, sink: UnarySink<Resp>, r: Result<Resp, RpcStatus>) {
+fn reply_inline<Resp: Send + 'static>(sink: UnarySink<Resp>, r: Result<Resp, RpcStatus>, label: replies::Label) {
     let f = match r {
         Ok(resp) => sink.success(resp),
         Err(status) => sink.fail(status),
     };
-    ctx.spawn(async move {
-        if let Err(e) = f.await {
-            log::debug!("reply not delivered: {e}");
-        }
-    });
+    replies::watch(Box::pin(f), None, label);
 }
 
 /// Logs a request's outcome and counts it in the metrics.
@@ -123,7 +120,7 @@ fn dispatch<Resp, F>(
     let start = Instant::now();
     let refuse = |e: KmsError, sink: UnarySink<Resp>| {
         log_outcome(api, op, &uid, start, Err(&e));
-        reply_inline(ctx, sink, Err(to_rpc_status(&e)));
+        reply_inline(sink, Err(to_rpc_status(&e)), replies::Label::new(api, op, &uid));
     };
     if ctx.deadline().exceeded() {
         return refuse(KmsError::DeadlineExceeded, sink);
@@ -150,18 +147,11 @@ fn dispatch<Resp, F>(
             Ok(resp) => sink.success(resp),
             Err(e) => sink.fail(to_rpc_status(&e)),
         };
-        drop(permit);
-        // The reply is written here; the future resolves when gRPC core has
-        // finished with it. It must be kept until then: dropping it drops
-        // the last reference to the call, and gRPC core cancels a call
-        // unreferenced before it completes (measured: CANCELLED replies).
-        // The thread waits for it before its next request or before it
-        // exits, by when it has long resolved, instead of sleeping on it now.
-        Some(Box::new(move || {
-            if let Err(e) = futures_executor::block_on(f) {
-                log::debug!("api={api} op={op} uid={} reply not delivered: {e}", log_safe_uid(&uid));
-            }
-        }) as workers::Leftover)
+        // The reply is written here, on this thread. Its completion and the
+        // permit go to `replies`, which keeps them until gRPC core has
+        // delivered the reply or gives up on it after
+        // REPLY_DELIVERY_TIMEOUT; this thread is free for the next request.
+        replies::watch(Box::pin(f), Some(permit), replies::Label::new(api, op, &uid));
     });
     if let Err(e) = started {
         // The job (sink included) was dropped: gRPC cancels the call.
