@@ -14,11 +14,17 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use grpcio::{ChannelBuilder, EnvBuilder, RpcContext, RpcStatus, ServerBuilder, ServerCredentials, UnarySink};
+use grpcio::{
+    ChannelBuilder, EnvBuilder, ResourceQuota, RpcContext, RpcStatus, ServerBuilder, ServerCredentials, UnarySink,
+};
 
 use crate::kms::{Kms, KmsError};
 use crate::limits::MAX_LOGGED_UID;
 use crate::limits::{CANCEL_GRACE, GRPC_CQ_COUNT, MAX_GRPC_MESSAGE};
+use crate::limits::{
+    GRPC_MAX_CONNECTION_AGE, GRPC_MAX_CONNECTION_AGE_GRACE, GRPC_MAX_STREAMS_PER_CONNECTION, GRPC_MEMORY_QUOTA,
+    GRPC_REQUEST_SLOTS_PER_CQ,
+};
 use crate::proto;
 use status::to_rpc_status;
 
@@ -167,13 +173,28 @@ impl Server {
     /// (which must not exist yet).
     pub fn start(path: &Path, shared: Shared) -> Result<Server, String> {
         let env = Arc::new(EnvBuilder::new().cq_count(GRPC_CQ_COUNT).name_prefix("grpc-cq").build());
-        let max_msg = i32::try_from(MAX_GRPC_MESSAGE).unwrap_or(i32::MAX);
+        let int = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
+        let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+        let quota = ResourceQuota::new(Some("trousseau-grpc")).resize_memory(GRPC_MEMORY_QUOTA);
         let args = ChannelBuilder::new(env.clone())
-            .max_receive_message_len(max_msg)
-            .max_send_message_len(max_msg)
+            .max_receive_message_len(int(MAX_GRPC_MESSAGE))
+            .max_send_message_len(int(MAX_GRPC_MESSAGE))
+            .max_concurrent_stream(int(GRPC_MAX_STREAMS_PER_CONNECTION))
+            .set_resource_quota(quota)
+            // Identity only: core cancels a call that names another
+            // encoding (UNIMPLEMENTED) when its headers arrive, before any
+            // body is inflated; and never inflates one either.
+            .raw_cfg_int(c"grpc.compression_enabled_algorithms_bitset".into(), 1)
+            .raw_cfg_int(c"grpc.per_message_decompression".into(), 0)
+            .raw_cfg_int(c"grpc.max_connection_age_ms".into(), ms(GRPC_MAX_CONNECTION_AGE))
+            .raw_cfg_int(
+                c"grpc.max_connection_age_grace_ms".into(),
+                ms(GRPC_MAX_CONNECTION_AGE_GRACE),
+            )
             .build_args();
         let mut server = ServerBuilder::new(env)
             .channel_args(args)
+            .requests_slot_per_cq(GRPC_REQUEST_SLOTS_PER_CQ)
             .register_service(proto::v2::create_service(v2::V2(shared.clone())))
             .register_service(proto::v1beta1::create_service(v1::V1(shared)))
             .build()

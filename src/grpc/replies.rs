@@ -107,9 +107,12 @@ impl Wake for Entry {
 /// thread. Entries delivered meanwhile are dead weak references, pruned
 /// as the queue grows.
 struct Queue {
-    list: Mutex<(VecDeque<(Instant, Weak<Entry>)>, usize)>,
+    /// Each reply's due time, and the length at which the list is pruned.
+    list: Mutex<(VecDeque<Due>, usize)>,
     wake: Condvar,
 }
+
+type Due = (Instant, Weak<Entry>);
 
 /// Never pruned below this many entries (a few KiB).
 const PRUNE_FLOOR: usize = 256;

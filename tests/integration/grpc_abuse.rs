@@ -141,7 +141,176 @@ fn undeliverable_replies_stay_within_the_cap_and_are_abandoned() {
     );
     assert!(first <= CAP && second <= CAP, "threads past the cap: {first}, {second}");
     assert!(recovered.is_some(), "Encrypt still refused 9 s into the attack");
+    // Once the attacker leaves, its calls are cancelled and the permits
+    // come back (at the latest when the second wave's replies are abandoned).
     drop(conns);
+    let t = Instant::now();
+    while encrypt_v2(&c, &dek()).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "Encrypt still refused 10 s after the attack"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let (failed, err) = legit_encrypts(&c, 5);
     assert_eq!(failed, 0, "after the attack: {err:?}");
+}
+
+/// `n` streams that open and then stall: HEADERS only (`body` None) or a
+/// message prefix that claims more than is sent; `per_conn` streams per
+/// connection; SETTINGS never acknowledged, so gRPC core applies none of
+/// its own limits to these connections (the worst case).
+fn stalled_streams(socket: &Path, n: usize, per_conn: usize, body: Option<&[u8]>) -> Vec<H2Conn> {
+    let mut conns: Vec<H2Conn> = Vec::new();
+    let mut on_last = per_conn;
+    let mut failed = 0;
+    for _ in 0..n {
+        if on_last == per_conn {
+            match H2Conn::connect(socket, 65_535, false) {
+                Ok(c) => conns.push(c),
+                Err(e) => {
+                    eprintln!("attacker connection {} refused: {e}", conns.len());
+                    break;
+                }
+            }
+            on_last = 0;
+        }
+        let Some(c) = conns.last_mut() else { break };
+        on_last += 1;
+        if c.call(ENCRYPT, &[], body, false).is_err() {
+            // The plugin closed this connection (a bound hit): go on on a new one.
+            failed += 1;
+            conns.pop();
+            on_last = per_conn;
+        }
+    }
+    eprintln!(
+        "attacker: {} connections open, {failed} closed by the plugin",
+        conns.len()
+    );
+    conns
+}
+
+/// Issue 21, defect 2: streams that send HEADERS and nothing more must not
+/// take the request slots legitimate calls need (the old plugin: about
+/// 2,100 of them and every call timed out). Their memory is NOT bounded
+/// yet (20,000 take the plugin past 300 MiB, old and new): gRPC core 1.56
+/// does not count a call's first arena zone in the memory quota, and
+/// applies MAX_CONCURRENT_STREAMS only to clients that acknowledge its
+/// SETTINGS. The RSS is printed, not asserted, until that is fixed.
+#[test]
+fn half_open_streams_do_not_block_calls() {
+    let dir = TempDir::new("half-open");
+    let bao = Bao::dev(dir.path());
+    let p = Plugin::start(dir.path(), &bao.addr, &bao.token, &[]);
+    let c = p.client();
+    encrypt_v2(&c, &dek()).expect("warm-up Encrypt");
+    let pid = p.pid();
+    eprintln!("RSS before: {} MiB", rss_mib(pid));
+
+    let t = Instant::now();
+    let attack = stalled_streams(&p.socket, 20_000, 1_000, None);
+    eprintln!("20,000 half-open streams sent in {:?}", t.elapsed());
+    std::thread::sleep(Duration::from_millis(500));
+    let (failed, first) = legit_encrypts(&c, 10);
+    let st = c.v2.status(&v2::StatusRequest::new(), c.opt());
+    let rss = rss_mib(pid);
+    eprintln!(
+        "beside 20,000 half-open streams: {failed} of 10 Encrypts failed, Status ok={}, RSS {rss} MiB",
+        st.is_ok()
+    );
+    assert_eq!(
+        failed, 0,
+        "legitimate Encrypts failed beside half-open streams: {first:?}"
+    );
+    assert!(st.is_ok(), "Status failed: {st:?}");
+    drop(attack);
+}
+
+/// The manifests' memory limit is 128 Mi; the plugin must stay under it
+/// with room for the rest of its work.
+const MEMORY_BOUND_MIB: u64 = 100;
+
+/// Issue 21, defect 2: bodies that stall after 60 KiB each must not add up
+/// past the memory limit (2,000 of them took the old plugin to 154 MB).
+#[test]
+fn stalled_bodies_stay_under_the_memory_limit() {
+    let dir = TempDir::new("stalled-bodies");
+    let bao = Bao::dev(dir.path());
+    let p = Plugin::start(dir.path(), &bao.addr, &bao.token, &[]);
+    let c = p.client();
+    encrypt_v2(&c, &dek()).expect("warm-up Encrypt");
+    let pid = p.pid();
+
+    // A message prefix claiming 200 KiB (under the 256 KiB limit), then 60 KiB.
+    let body = grpc_frame(&vec![0u8; 60 * 1024], false, Some(200 * 1024));
+    let t = Instant::now();
+    let attack = stalled_streams(&p.socket, 2_000, 10, Some(&body));
+    eprintln!(
+        "2,000 stalled bodies sent in {:?} on {} connections still open",
+        t.elapsed(),
+        attack.len()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (failed, first) = legit_encrypts(&c, 10);
+    let rss = rss_mib(pid);
+    eprintln!("beside 2,000 stalled 60 KiB bodies: {failed} of 10 Encrypts failed, RSS {rss} MiB");
+    assert!(rss < MEMORY_BOUND_MIB, "RSS {rss} MiB");
+    assert_eq!(failed, 0, "legitimate Encrypts failed beside stalled bodies: {first:?}");
+    drop(attack);
+}
+
+/// Issue 21, defect 2: the message size limit applied to the compressed
+/// size, so a small gzip body inflated to hundreds of MB. The apiserver
+/// never compresses: a compressed request is refused before it is inflated.
+#[test]
+fn compressed_requests_are_refused_before_inflating() {
+    let dir = TempDir::new("gzip");
+    let bao = Bao::dev(dir.path());
+    let p = Plugin::start(dir.path(), &bao.addr, &bao.token, &[]);
+    let c = p.client();
+    encrypt_v2(&c, &dek()).expect("warm-up Encrypt");
+    let pid = p.pid();
+
+    // Eight bombs at once: 128 KiB of gzip each, 128 MiB of zeros inflated.
+    let out = std::process::Command::new(test_python())
+        .args([
+            "-c",
+            "import gzip,sys; sys.stdout.buffer.write(gzip.compress(bytes(128 << 20), 9))",
+        ])
+        .output()
+        .expect("python3");
+    assert!(out.status.success());
+    let bomb = grpc_frame(&out.stdout, true, None);
+    eprintln!("bomb: {} bytes of gzip", out.stdout.len());
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        let mut conn = H2Conn::connect(&p.socket, 65_535, true).expect("attacker connects");
+        conn.call(ENCRYPT, &[("grpc-encoding", "gzip")], Some(&bomb), true)
+            .expect("send");
+        conns.push(conn);
+    }
+    let mut peak = 0;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        peak = peak.max(rss_mib(pid));
+    }
+    eprintln!("eight gzip bombs: peak RSS {peak} MiB");
+    drop(conns);
+    // A real gRPC client that compresses what it sends.
+    let env = std::sync::Arc::new(EnvBuilder::new().cq_count(1).build());
+    let ch = ChannelBuilder::new(env)
+        .default_compression_algorithm(CompressionAlgorithms::GRPC_COMPRESS_GZIP)
+        .connect(&format!("unix:{}", p.socket.display()));
+    let gz = v2::Client::new(ch);
+    let mut req = v2::EncryptRequest::new();
+    req.plaintext = dek();
+    req.uid = "gzip".into();
+    let r = gz.encrypt(&req, c.opt());
+    eprintln!("gzip Encrypt: {:?}", r.as_ref().map(|_| "ok"));
+    let (code, msg) = rpc_err(r);
+    assert_eq!(code, RpcStatusCode::UNIMPLEMENTED, "{msg}");
+
+    assert!(peak < MEMORY_BOUND_MIB, "RSS {peak} MiB");
+    encrypt_v2(&c, &dek()).expect("Encrypt after the bombs");
 }
