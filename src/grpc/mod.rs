@@ -4,6 +4,7 @@
 //! and counted, its error mapped to a status in one place ([`status`]).
 //! The adapters ([`v1`], [`v2`]) translate messages and nothing else.
 
+mod replies;
 mod status;
 mod v1;
 mod v2;
@@ -13,11 +14,17 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use grpcio::{ChannelBuilder, EnvBuilder, RpcContext, RpcStatus, ServerBuilder, ServerCredentials, UnarySink};
+use grpcio::{
+    ChannelBuilder, EnvBuilder, ResourceQuota, RpcContext, RpcStatus, ServerBuilder, ServerCredentials, UnarySink,
+};
 
 use crate::kms::{Kms, KmsError};
 use crate::limits::MAX_LOGGED_UID;
 use crate::limits::{CANCEL_GRACE, GRPC_CQ_COUNT, MAX_GRPC_MESSAGE};
+use crate::limits::{
+    GRPC_MAX_CONNECTION_AGE, GRPC_MAX_CONNECTION_AGE_GRACE, GRPC_MAX_STREAMS_PER_CONNECTION, GRPC_MEMORY_QUOTA,
+    GRPC_REQUEST_SLOTS_PER_CQ,
+};
 use crate::proto;
 use status::to_rpc_status;
 
@@ -48,16 +55,12 @@ impl Shared {
 }
 
 /// Sends a reply from the completion-queue thread (no Vault call involved).
-fn reply_inline<Resp: Send + 'static>(ctx: &RpcContext<'_>, sink: UnarySink<Resp>, r: Result<Resp, RpcStatus>) {
+fn reply_inline<Resp: Send + 'static>(sink: UnarySink<Resp>, r: Result<Resp, RpcStatus>, label: replies::Label) {
     let f = match r {
         Ok(resp) => sink.success(resp),
         Err(status) => sink.fail(status),
     };
-    ctx.spawn(async move {
-        if let Err(e) = f.await {
-            log::debug!("reply not delivered: {e}");
-        }
-    });
+    replies::watch(Box::pin(f), None, label);
 }
 
 /// Logs a request's outcome and counts it in the metrics.
@@ -123,7 +126,7 @@ fn dispatch<Resp, F>(
     let start = Instant::now();
     let refuse = |e: KmsError, sink: UnarySink<Resp>| {
         log_outcome(api, op, &uid, start, Err(&e));
-        reply_inline(ctx, sink, Err(to_rpc_status(&e)));
+        reply_inline(sink, Err(to_rpc_status(&e)), replies::Label::new(api, op, &uid));
     };
     if ctx.deadline().exceeded() {
         return refuse(KmsError::DeadlineExceeded, sink);
@@ -150,18 +153,11 @@ fn dispatch<Resp, F>(
             Ok(resp) => sink.success(resp),
             Err(e) => sink.fail(to_rpc_status(&e)),
         };
-        drop(permit);
-        // The reply is written here; the future resolves when gRPC core has
-        // finished with it. It must be kept until then: dropping it drops
-        // the last reference to the call, and gRPC core cancels a call
-        // unreferenced before it completes (measured: CANCELLED replies).
-        // The thread waits for it before its next request or before it
-        // exits, by when it has long resolved, instead of sleeping on it now.
-        Some(Box::new(move || {
-            if let Err(e) = futures_executor::block_on(f) {
-                log::debug!("api={api} op={op} uid={} reply not delivered: {e}", log_safe_uid(&uid));
-            }
-        }) as workers::Leftover)
+        // The reply is written here, on this thread. Its completion and the
+        // permit go to `replies`, which keeps them until gRPC core has
+        // delivered the reply or gives up on it after
+        // REPLY_DELIVERY_TIMEOUT; this thread is free for the next request.
+        replies::watch(Box::pin(f), Some(permit), replies::Label::new(api, op, &uid));
     });
     if let Err(e) = started {
         // The job (sink included) was dropped: gRPC cancels the call.
@@ -177,13 +173,28 @@ impl Server {
     /// (which must not exist yet).
     pub fn start(path: &Path, shared: Shared) -> Result<Server, String> {
         let env = Arc::new(EnvBuilder::new().cq_count(GRPC_CQ_COUNT).name_prefix("grpc-cq").build());
-        let max_msg = i32::try_from(MAX_GRPC_MESSAGE).unwrap_or(i32::MAX);
+        let int = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
+        let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+        let quota = ResourceQuota::new(Some("trousseau-grpc")).resize_memory(GRPC_MEMORY_QUOTA);
         let args = ChannelBuilder::new(env.clone())
-            .max_receive_message_len(max_msg)
-            .max_send_message_len(max_msg)
+            .max_receive_message_len(int(MAX_GRPC_MESSAGE))
+            .max_send_message_len(int(MAX_GRPC_MESSAGE))
+            .max_concurrent_stream(int(GRPC_MAX_STREAMS_PER_CONNECTION))
+            .set_resource_quota(quota)
+            // Identity only: core cancels a call that names another
+            // encoding (UNIMPLEMENTED) when its headers arrive, before any
+            // body is inflated; and never inflates one either.
+            .raw_cfg_int(c"grpc.compression_enabled_algorithms_bitset".into(), 1)
+            .raw_cfg_int(c"grpc.per_message_decompression".into(), 0)
+            .raw_cfg_int(c"grpc.max_connection_age_ms".into(), ms(GRPC_MAX_CONNECTION_AGE))
+            .raw_cfg_int(
+                c"grpc.max_connection_age_grace_ms".into(),
+                ms(GRPC_MAX_CONNECTION_AGE_GRACE),
+            )
             .build_args();
         let mut server = ServerBuilder::new(env)
             .channel_args(args)
+            .requests_slot_per_cq(GRPC_REQUEST_SLOTS_PER_CQ)
             .register_service(proto::v2::create_service(v2::V2(shared.clone())))
             .register_service(proto::v1beta1::create_service(v1::V1(shared)))
             .build()

@@ -32,7 +32,7 @@ fn check_version(v: &str) -> Result<(), KmsError> {
 }
 
 impl KeyManagementService for V1 {
-    fn version(&mut self, ctx: RpcContext<'_>, req: VersionRequest, sink: UnarySink<VersionResponse>) {
+    fn version(&mut self, _ctx: RpcContext<'_>, req: VersionRequest, sink: UnarySink<VersionResponse>) {
         // Answered inline: no Vault call, nothing to bound.
         let r = match check_version(&req.version) {
             Ok(()) => {
@@ -44,7 +44,7 @@ impl KeyManagementService for V1 {
             }
             Err(e) => Err(to_rpc_status(&e)),
         };
-        reply_inline(&ctx, sink, r);
+        reply_inline(sink, r, super::replies::Label::new("v1beta1", "version", ""));
     }
 
     fn encrypt(&mut self, ctx: RpcContext<'_>, req: EncryptRequest, sink: UnarySink<EncryptResponse>) {

@@ -37,7 +37,7 @@ impl KeyManagementService for V2 {
             let start = std::time::Instant::now();
             let resp = status_response(r);
             log_outcome("v2", "status", "", start, Ok(()));
-            return reply_inline(&ctx, sink, Ok(resp));
+            return reply_inline(sink, Ok(resp), super::replies::Label::new("v2", "status", ""));
         }
         dispatch(&ctx, sink, &self.0, "v2", "status", String::new(), move |kms| {
             Ok(status_response(kms.status()))

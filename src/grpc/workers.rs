@@ -14,13 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::limits::{WORKER_IDLE_EXIT, WORKER_STACK};
 
-/// What a job may leave to finish later: run by its thread before that
-/// thread's next job, or before it exits (a reply's completion, which gRPC
-/// core reports a moment after the reply is written: waiting for it right
-/// away would put the thread to sleep and wake it again for nothing).
-pub type Leftover = Box<dyn FnOnce() + Send + 'static>;
-
-type Job = Box<dyn FnOnce() -> Option<Leftover> + Send + 'static>;
+/// A job never waits for anything after its reply is written: the reply's
+/// delivery is watched by `replies`, so a parked thread is always free.
+type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// The parked threads, shared by cloning.
 #[derive(Clone)]
@@ -68,7 +64,7 @@ impl Workers {
 
     /// Runs `job` on a parked thread, or on a new one when none is parked.
     /// Fails only when a new thread cannot be started (the job is dropped).
-    pub fn run(&self, job: impl FnOnce() -> Option<Leftover> + Send + 'static) -> std::io::Result<()> {
+    pub fn run(&self, job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
         let job: Job = Box::new(job);
         {
             let mut st = self.0.lock();
@@ -106,7 +102,7 @@ fn work(pool: &Pool, first: Job) {
     loop {
         // The job catches its own panics (dispatch); a panic escaping it
         // would end this thread only, and `alive` would stay one too high.
-        let leftover = job();
+        job();
         let mut st = pool.lock();
         st.idle += 1;
         let parked_at = Instant::now();
@@ -129,9 +125,6 @@ fn work(pool: &Pool, first: Job) {
                 .0;
         };
         drop(st);
-        if let Some(finish) = leftover {
-            finish();
-        }
         match next {
             Some(j) => job = j,
             None => return,
@@ -152,7 +145,6 @@ mod tests {
             let tx = tx.clone();
             w.run(move || {
                 let _ = tx.send(std::thread::current().id());
-                None
             })
             .unwrap();
             rx.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -178,7 +170,6 @@ mod tests {
                 let _ = tx.send(std::thread::current().id());
                 // All 8 are in flight at once: none waits for another's thread.
                 gate.wait();
-                None
             })
             .unwrap();
         }
@@ -201,7 +192,6 @@ mod tests {
             w.run(move || {
                 std::thread::sleep(Duration::from_millis(20));
                 let _ = tx.send(());
-                None
             })
             .unwrap();
         }
@@ -216,44 +206,8 @@ mod tests {
         // And the pool still works afterwards.
         w.run(move || {
             let _ = tx.send(());
-            None
         })
         .unwrap();
         rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    }
-
-    #[test]
-    fn a_leftover_runs_before_the_next_job_and_before_the_thread_exits() {
-        let w = Workers::new(Duration::from_millis(100));
-        let (tx, rx) = mpsc::channel();
-        let (tx1, tx2) = (tx.clone(), tx.clone());
-        w.run(move || {
-            let _ = tx1.send("job 1");
-            Some(Box::new(move || {
-                let _ = tx1.send("leftover 1");
-            }) as Leftover)
-        })
-        .unwrap();
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "job 1");
-        while w.0.lock().idle == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        w.run(move || {
-            let _ = tx2.send("job 2");
-            Some(Box::new(move || {
-                let _ = tx2.send("leftover 2");
-            }) as Leftover)
-        })
-        .unwrap();
-        let got: Vec<_> = (0..3)
-            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
-            .collect();
-        assert_eq!(
-            got,
-            ["leftover 1", "job 2", "leftover 2"],
-            "in this order, on one thread"
-        );
-        assert_eq!(w.alive(), 0, "the leftover ran as the thread exited");
-        drop(tx);
     }
 }

@@ -5,6 +5,8 @@ mod auth;
 mod bad_input;
 mod coalesce;
 mod deploy;
+mod grpc_abuse;
+mod h2_raw;
 mod ha;
 mod hardening;
 mod harness;
