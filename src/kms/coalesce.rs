@@ -11,6 +11,16 @@
 //! its own item's result. Each request keeps its own OS thread for its
 //! whole life; the lane only decides which of them talks to Vault.
 //!
+//! A queued request must not fail where it would have succeeded alone
+//! (issue 21, 7): the lane times its calls, and a queued request whose
+//! time left would not cover the wait for a slot plus one call goes out at
+//! once, taking the requests queued behind it along (an early batch, on
+//! no slot). See [`Lane::must_go_early`] for the rule. Every early call
+//! carries at least the request that sends it, so a lane makes at most as
+//! many calls as it has requests, as with coalescing off; those are
+//! bounded by `--max-in-flight`, and what reaches one Vault node at once
+//! by [`VAULT_MAX_CONNECTIONS`](crate::limits::VAULT_MAX_CONNECTIONS).
+//!
 //! Results go back by position: a batch is a list of tickets, the call's
 //! inputs are read from those tickets in that order, and the i-th result
 //! is delivered into the i-th ticket. (The Vault layer matches the i-th
@@ -81,11 +91,20 @@ struct State<I, O> {
     /// Call slots taken (at most `max_batches`).
     sending: usize,
     waiting: VecDeque<Arc<Ticket<I, O>>>,
+    /// When each call on a slot started (a slot handed to a batch whose
+    /// call has not started yet has no entry).
+    started: Vec<Instant>,
+    /// How long the lane's calls take: the longest recent one, decaying
+    /// towards shorter ones ([`decayed`]); `None` until a call returned.
+    recent: Option<Duration>,
 }
 
 /// One queued request: its input, and where its turn or result arrives.
 struct Ticket<I, O> {
     input: I,
+    /// The request's own deadline: an early batch takes along only
+    /// requests that can wait as long as the one sending it.
+    deadline: Instant,
     turn: Mutex<Turn<I, O>>,
     changed: Condvar,
 }
@@ -123,6 +142,8 @@ impl<I, O> Lane<I, O> {
             state: Mutex::new(State {
                 sending: 0,
                 waiting: VecDeque::new(),
+                started: Vec::new(),
+                recent: None,
             }),
             on_batch,
             max_items: max_items.max(1),
@@ -141,13 +162,20 @@ impl<I, O> Lane<I, O> {
             let mut st = lock(&self.state);
             if st.sending < self.max_batches {
                 st.sending += 1;
+                let started = Instant::now();
+                st.started.push(started);
                 drop(st);
-                let _slot = SlotGuard(self);
+                let _slot = CallGuard {
+                    lane: self,
+                    started,
+                    slot: true,
+                };
                 (self.on_batch)(self.op, 1);
                 return backend.one(&input);
             }
             let t = Arc::new(Ticket {
                 input,
+                deadline,
                 turn: Mutex::new(Turn::Queued),
                 changed: Condvar::new(),
             });
@@ -160,7 +188,7 @@ impl<I, O> Lane<I, O> {
                 Turn::Done(out) => return out,
                 Turn::Lead(batch) => {
                     drop(turn);
-                    return self.lead(&ticket, batch, backend);
+                    return self.lead(&ticket, batch, true, backend);
                 }
                 Turn::Queued => *turn = Turn::Queued,
                 Turn::Taken => return backend.lost(),
@@ -184,9 +212,80 @@ impl<I, O> Lane<I, O> {
                 }
                 continue;
             }
-            let wait = deadline.saturating_duration_since(now).min(CALLER_POLL);
-            drop(ticket.changed.wait_timeout(turn, wait));
+            drop(turn);
+            if let Some(batch) = self.go_early(&ticket, now) {
+                return self.lead(&ticket, batch, false, backend);
+            }
+            let turn = lock(&ticket.turn);
+            if matches!(*turn, Turn::Queued) {
+                let wait = deadline.saturating_duration_since(now).min(CALLER_POLL);
+                drop(ticket.changed.wait_timeout(turn, wait));
+            }
         }
+    }
+
+    /// If `ticket`, still queued, cannot afford to wait for a slot: takes
+    /// it out of the queue with the requests queued behind it that have at
+    /// least as much time (up to the batch caps), to be sent at once on no
+    /// slot.
+    fn go_early(&self, ticket: &Arc<Ticket<I, O>>, now: Instant) -> Option<Vec<Arc<Ticket<I, O>>>> {
+        let mut st = lock(&self.state);
+        let pos = st.waiting.iter().position(|t| Arc::ptr_eq(t, ticket))?;
+        if !self.must_go_early(&st, pos, ticket.deadline.saturating_duration_since(now), now) {
+            return None;
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut i = pos;
+        while let Some(t) = st.waiting.get(i) {
+            if t.deadline < ticket.deadline {
+                i += 1;
+                continue;
+            }
+            let size = (self.size)(&t.input);
+            if batch.len() >= self.max_items || (!batch.is_empty() && bytes + size > self.max_bytes) {
+                break;
+            }
+            bytes += size;
+            batch.extend(st.waiting.remove(i));
+        }
+        Some(batch)
+    }
+
+    /// The rule: a queued request at position `pos` with `left` before
+    /// its deadline goes early when `left` would not cover the wait for
+    /// its turn plus one call plus a margin (a quarter of a call, for
+    /// Vault's jitter, and [`CALLER_POLL`], the time to its next look).
+    /// A call is taken to last as long as the lane's recent calls, and at
+    /// least as long as the running ones have already taken; a running
+    /// call is expected to end when a recent call would have, or, when it
+    /// has run longer than that or no call has returned yet, to need as
+    /// long again as it has run. A request that could not finish even
+    /// alone (`left` below one call) stays queued: another call for it
+    /// would only add to a slow Vault's load.
+    fn must_go_early(&self, st: &State<I, O>, pos: usize, left: Duration, now: Instant) -> bool {
+        let ran: Vec<Duration> = st.started.iter().map(|s| now.saturating_duration_since(*s)).collect();
+        let call = ran.iter().copied().fold(st.recent.unwrap_or_default(), Duration::max);
+        if left < call {
+            return false;
+        }
+        // When each slot frees: a handed-over slot whose call has not
+        // started is a whole call away.
+        let mut free_in: Vec<Duration> = ran
+            .iter()
+            .map(|r| match st.recent {
+                Some(recent) if recent > *r => recent - *r,
+                _ => *r,
+            })
+            .collect();
+        free_in.resize(st.sending.max(free_in.len()).max(1), call);
+        free_in.sort();
+        // The batch this request is in, counted from the next.
+        let round = pos / self.max_items;
+        let slots = free_in.len();
+        let turn = free_in.get(round % slots).copied().unwrap_or(call)
+            + call.saturating_mul(u32::try_from(round / slots).unwrap_or(u32::MAX));
+        left < turn + call + call / 4 + CALLER_POLL
     }
 
     /// Removes `ticket` from the queue; false if a batch has taken it.
@@ -200,8 +299,22 @@ impl<I, O> Lane<I, O> {
     /// Sends `batch` (whose first ticket is `me`) and delivers each result
     /// into its own ticket; returns `me`'s. The call slot passes on when
     /// done, and every ticket gets an answer even if the backend panics.
-    fn lead<B: Backend<I, O>>(&self, me: &Arc<Ticket<I, O>>, batch: Vec<Arc<Ticket<I, O>>>, backend: &B) -> O {
-        let _slot = SlotGuard(self);
+    fn lead<B: Backend<I, O>>(
+        &self,
+        me: &Arc<Ticket<I, O>>,
+        batch: Vec<Arc<Ticket<I, O>>>,
+        slot: bool,
+        backend: &B,
+    ) -> O {
+        let started = Instant::now();
+        if slot {
+            lock(&self.state).started.push(started);
+        }
+        let _call = CallGuard {
+            lane: self,
+            started,
+            slot,
+        };
         let mut deliver = Delivery {
             batch,
             delivered: 0,
@@ -235,9 +348,22 @@ impl<I, O> Lane<I, O> {
         mine.unwrap_or_else(|| backend.lost())
     }
 
-    /// Passes a call slot to the queue's oldest requests, or frees it.
-    fn pass_on(&self) {
+    /// A call that started at `started` ended: its time goes into the
+    /// lane's figure, and its slot (if it had one) passes on.
+    fn call_ended(&self, started: Instant, slot: bool) {
         let mut st = lock(&self.state);
+        let took = started.elapsed();
+        st.recent = Some(st.recent.map_or(took, |r| decayed(r, took)));
+        if slot {
+            if let Some(i) = st.started.iter().position(|s| *s == started) {
+                st.started.swap_remove(i);
+            }
+            self.pass_on(&mut st);
+        }
+    }
+
+    /// Passes a call slot to the queue's oldest requests, or frees it.
+    fn pass_on(&self, st: &mut State<I, O>) {
         let mut bytes = 0;
         let mut take = 0;
         for t in st.waiting.iter().take(self.max_items) {
@@ -259,12 +385,29 @@ impl<I, O> Lane<I, O> {
     }
 }
 
-/// Frees or passes on a lane's call slot when a call ends, panic or not.
-struct SlotGuard<'l, I, O>(&'l Lane<I, O>);
+/// The lane's figure for a call's length after a call that took `took`:
+/// a longer call raises it at once (a queued request must not count on a
+/// speed Vault has lost), a shorter one lowers it by a quarter of the
+/// difference (one fast call does not undo a slow spell).
+fn decayed(recent: Duration, took: Duration) -> Duration {
+    if took >= recent {
+        took
+    } else {
+        recent - (recent - took) / 4
+    }
+}
 
-impl<I, O> Drop for SlotGuard<'_, I, O> {
+/// Times a call, and frees or passes on its slot (if it holds one) when
+/// it ends, panic or not.
+struct CallGuard<'l, I, O> {
+    lane: &'l Lane<I, O>,
+    started: Instant,
+    slot: bool,
+}
+
+impl<I, O> Drop for CallGuard<'_, I, O> {
     fn drop(&mut self) {
-        self.0.pass_on();
+        self.lane.call_ended(self.started, self.slot);
     }
 }
 
@@ -473,6 +616,12 @@ mod tests {
     #[test]
     fn a_queued_request_leaves_when_its_caller_goes_or_its_time_is_up() {
         let (l, f) = (Arc::new(lane((1, 16, 1 << 20))), Arc::new(Fake::new(300)));
+        // The lane learns that a call takes 300 ms: a request with 100 ms
+        // left could not finish even alone, so it stays queued (no call).
+        assert_eq!(
+            l.run(0, Instant::now() + Duration::from_secs(5), || false, f.as_ref()),
+            Fake::answer(0)
+        );
         let busy = {
             let (l, f) = (l.clone(), f.clone());
             std::thread::spawn(move || l.run(1, Instant::now() + Duration::from_secs(5), || false, f.as_ref()))
@@ -485,11 +634,105 @@ mod tests {
         assert_eq!(r, Err("timeout".into()));
         assert!(t.elapsed() < Duration::from_millis(250), "{:?}", t.elapsed());
         assert_eq!(busy.join().expect("busy"), Fake::answer(1));
-        // Neither left anything behind: one call, for the busy request.
-        assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+        // Neither left anything behind: one call, for the busy request
+        // (and the first one).
+        assert_eq!(f.calls.load(Ordering::SeqCst), 2);
         assert_eq!(
             l.run(4, Instant::now() + Duration::from_secs(1), || false, f.as_ref()),
             Fake::answer(4)
         );
+    }
+
+    /// `n` requests at once, each with `budget`; each input with what it
+    /// got and how long it took.
+    fn timed_burst(
+        l: &Arc<Lane<u64, Result<u64, String>>>,
+        f: &Arc<Fake>,
+        n: u64,
+        budget: Duration,
+    ) -> Vec<(u64, Result<u64, String>, Duration)> {
+        let start = Arc::new(Barrier::new(n as usize));
+        let handles: Vec<_> = (0..n)
+            .map(|x| {
+                let (l, f, start) = (l.clone(), f.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let t = Instant::now();
+                    let r = l.run(x, t + budget, || false, f.as_ref());
+                    (x, r, t.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("request thread")).collect()
+    }
+
+    /// Issue 21, 7: calls take 600 ms and requests have 1 s. Waiting for
+    /// the slot (600 ms) and then a call (600 ms) would take 1.2 s, so a
+    /// queued request must not wait: every one ends within its budget.
+    #[test]
+    fn a_request_that_cannot_afford_the_queue_goes_at_once() {
+        let budget = Duration::from_millis(1000);
+        let (l, f) = (Arc::new(lane((1, 16, 1 << 20))), Arc::new(Fake::new(600)));
+        // Known figure: the queued requests see it at once and go alone.
+        assert_eq!(l.run(99, Instant::now() + budget, || false, f.as_ref()), Fake::answer(99));
+        for (x, r, took) in timed_burst(&l, &f, 6, budget) {
+            assert_eq!(r, Fake::answer(x));
+            assert!(took < budget, "input {x} took {took:?} of its {budget:?}");
+        }
+        assert!(f.calls.load(Ordering::SeqCst) <= 7, "{:?} calls", f.calls);
+
+        // No figure yet (a fresh lane): the queued requests watch the
+        // running call and go together, in one early batch, once their
+        // time left no longer covers twice what it has run.
+        let (l, f) = (Arc::new(lane((1, 16, 1 << 20))), Arc::new(Fake::new(600)));
+        for (x, r, took) in timed_burst(&l, &f, 8, Duration::from_millis(1200)) {
+            assert_eq!(r, Fake::answer(x));
+            assert!(took < Duration::from_millis(1200), "input {x} took {took:?}");
+        }
+        let calls = f.calls.load(Ordering::SeqCst);
+        assert!((2..=4).contains(&calls), "{calls} calls for 8 requests");
+    }
+
+    /// The rule itself, on a lane of one slot with a call running.
+    #[test]
+    fn the_early_rule_weighs_the_wait_against_the_time_left() {
+        let l = lane((1, 16, 1 << 20));
+        let ms = Duration::from_millis;
+        let now = Instant::now();
+        let state = |ran: u64, recent: Option<u64>| State::<u64, Result<u64, String>> {
+            sending: 1,
+            waiting: VecDeque::new(),
+            started: vec![now - ms(ran)],
+            recent: recent.map(ms),
+        };
+        // Slow Vault (1.2 s calls), 100 ms into a call: 1.1 s for the slot,
+        // 1.2 s for the call, 2 s left: go.
+        assert!(l.must_go_early(&state(100, Some(1200)), 0, ms(2000), now));
+        // Left below one call: hopeless even alone, stay queued.
+        assert!(!l.must_go_early(&state(100, Some(1200)), 0, ms(1000), now));
+        // Fast Vault: wait for the slot.
+        assert!(!l.must_go_early(&state(5, Some(20)), 0, ms(2000), now));
+        assert!(!l.must_go_early(&state(5, Some(20)), 40, ms(2000), now));
+        // No figure: the running call (700 ms so far) is taken to need as
+        // long again, and the next call as long: 1.4 s and margins.
+        assert!(l.must_go_early(&state(700, None), 0, ms(1600), now));
+        assert!(!l.must_go_early(&state(700, None), 0, ms(1700), now));
+        // A call overrunning the figure counts as the figure.
+        assert!(l.must_go_early(&state(700, Some(20)), 0, ms(1600), now));
+        // Further back in the queue (the third batch): two calls' wait.
+        assert!(!l.must_go_early(&state(0, Some(300)), 0, ms(1000), now));
+        assert!(l.must_go_early(&state(0, Some(300)), 40, ms(1000), now));
+    }
+
+    #[test]
+    fn the_figure_rises_at_once_and_falls_slowly() {
+        let ms = Duration::from_millis;
+        assert_eq!(decayed(ms(100), ms(900)), ms(900));
+        assert_eq!(decayed(ms(900), ms(100)), ms(700));
+        let mut r = ms(1200);
+        for _ in 0..20 {
+            r = decayed(r, ms(10));
+        }
+        assert!(r < ms(20), "{r:?}");
     }
 }
