@@ -15,7 +15,7 @@
 //! (issue 21, 7): the lane times its calls, and a queued request whose
 //! time left would not cover the wait for a slot plus one call goes out at
 //! once, taking the requests queued behind it along (an early batch, on
-//! no slot). See [`Lane::must_go_early`] for the rule. Every early call
+//! no slot). See [`Clock::must_go_early`] for the rule. Every early call
 //! carries at least the request that sends it, so a lane makes at most as
 //! many calls as it has requests, as with coalescing off; those are
 //! bounded by `--max-in-flight`, and what reaches one Vault node at once
@@ -28,12 +28,15 @@
 //! here is specific to Vault, so the tests drive it with a fake backend
 //! that checks every request got the answer for its own input.
 
+mod clock;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::health::lock;
 use crate::limits::{CALLER_POLL, COALESCE_WAIT_GRACE};
+use clock::Clock;
 
 /// Transit calls in flight per lane (a key and an operation). One in
 /// flight already coalesces everything that arrives meanwhile; a second
@@ -91,20 +94,13 @@ struct State<I, O> {
     /// Call slots taken (at most `max_batches`).
     sending: usize,
     waiting: VecDeque<Arc<Ticket<I, O>>>,
-    /// When each call on a slot started (a slot handed to a batch whose
-    /// call has not started yet has no entry).
-    started: Vec<Instant>,
-    /// How long the lane's calls take: the longest recent one, decaying
-    /// towards shorter ones ([`decayed`]); `None` until a call returned.
-    recent: Option<Duration>,
+    /// How long the lane's calls take, and when the running ones started.
+    clock: Clock,
 }
 
 /// One queued request: its input, and where its turn or result arrives.
 struct Ticket<I, O> {
     input: I,
-    /// The request's own deadline: an early batch takes along only
-    /// requests that can wait as long as the one sending it.
-    deadline: Instant,
     turn: Mutex<Turn<I, O>>,
     changed: Condvar,
 }
@@ -112,7 +108,7 @@ struct Ticket<I, O> {
 enum Turn<I, O> {
     Queued,
     /// This request sends these tickets' inputs (its own first).
-    Lead(Vec<Arc<Ticket<I, O>>>),
+    Lead(Vec<Arc<Ticket<I, O>>>, bool),
     /// Its result.
     Done(O),
     /// The turn or result has been taken by the ticket's own request.
@@ -142,8 +138,7 @@ impl<I, O> Lane<I, O> {
             state: Mutex::new(State {
                 sending: 0,
                 waiting: VecDeque::new(),
-                started: Vec::new(),
-                recent: None,
+                clock: Clock::default(),
             }),
             on_batch,
             max_items: max_items.max(1),
@@ -162,8 +157,7 @@ impl<I, O> Lane<I, O> {
             let mut st = lock(&self.state);
             if st.sending < self.max_batches {
                 st.sending += 1;
-                let started = Instant::now();
-                st.started.push(started);
+                let started = st.clock.start();
                 drop(st);
                 let _slot = CallGuard {
                     lane: self,
@@ -175,7 +169,6 @@ impl<I, O> Lane<I, O> {
             }
             let t = Arc::new(Ticket {
                 input,
-                deadline,
                 turn: Mutex::new(Turn::Queued),
                 changed: Condvar::new(),
             });
@@ -186,9 +179,9 @@ impl<I, O> Lane<I, O> {
             let mut turn = lock(&ticket.turn);
             match std::mem::replace(&mut *turn, Turn::Taken) {
                 Turn::Done(out) => return out,
-                Turn::Lead(batch) => {
+                Turn::Lead(batch, slot) => {
                     drop(turn);
-                    return self.lead(&ticket, batch, true, backend);
+                    return self.lead(&ticket, batch, slot, backend);
                 }
                 Turn::Queued => *turn = Turn::Queued,
                 Turn::Taken => return backend.lost(),
@@ -213,8 +206,9 @@ impl<I, O> Lane<I, O> {
                 continue;
             }
             drop(turn);
-            if let Some(batch) = self.go_early(&ticket, now) {
-                return self.lead(&ticket, batch, false, backend);
+            if self.go_early(&ticket, deadline, now) {
+                // Its turn (or a result, if further back) is in the ticket.
+                continue;
             }
             let turn = lock(&ticket.turn);
             if matches!(*turn, Turn::Queued) {
@@ -224,68 +218,18 @@ impl<I, O> Lane<I, O> {
         }
     }
 
-    /// If `ticket`, still queued, cannot afford to wait for a slot: takes
-    /// it out of the queue with the requests queued behind it that have at
-    /// least as much time (up to the batch caps), to be sent at once on no
-    /// slot.
-    fn go_early(&self, ticket: &Arc<Ticket<I, O>>, now: Instant) -> Option<Vec<Arc<Ticket<I, O>>>> {
+    /// If `ticket`, still queued, cannot afford to wait for a slot: the
+    /// queue's oldest requests (up to the batch caps, `ticket` among them
+    /// unless further back) go at once as a batch on no slot, led by the
+    /// oldest, whose deadline is the earliest. Those ahead of `ticket` have
+    /// less time still, so they go too.
+    fn go_early(&self, ticket: &Arc<Ticket<I, O>>, deadline: Instant, now: Instant) -> bool {
         let mut st = lock(&self.state);
-        let pos = st.waiting.iter().position(|t| Arc::ptr_eq(t, ticket))?;
-        if !self.must_go_early(&st, pos, ticket.deadline.saturating_duration_since(now), now) {
-            return None;
-        }
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        let mut i = pos;
-        while let Some(t) = st.waiting.get(i) {
-            if t.deadline < ticket.deadline {
-                i += 1;
-                continue;
-            }
-            let size = (self.size)(&t.input);
-            if batch.len() >= self.max_items || (!batch.is_empty() && bytes + size > self.max_bytes) {
-                break;
-            }
-            bytes += size;
-            batch.extend(st.waiting.remove(i));
-        }
-        Some(batch)
-    }
-
-    /// The rule: a queued request at position `pos` with `left` before
-    /// its deadline goes early when `left` would not cover the wait for
-    /// its turn plus one call plus a margin (a quarter of a call, for
-    /// Vault's jitter, and [`CALLER_POLL`], the time to its next look).
-    /// A call is taken to last as long as the lane's recent calls, and at
-    /// least as long as the running ones have already taken; a running
-    /// call is expected to end when a recent call would have, or, when it
-    /// has run longer than that or no call has returned yet, to need as
-    /// long again as it has run. A request that could not finish even
-    /// alone (`left` below one call) stays queued: another call for it
-    /// would only add to a slow Vault's load.
-    fn must_go_early(&self, st: &State<I, O>, pos: usize, left: Duration, now: Instant) -> bool {
-        let ran: Vec<Duration> = st.started.iter().map(|s| now.saturating_duration_since(*s)).collect();
-        let call = ran.iter().copied().fold(st.recent.unwrap_or_default(), Duration::max);
-        if left < call {
+        let Some(pos) = st.waiting.iter().position(|t| Arc::ptr_eq(t, ticket)) else {
             return false;
-        }
-        // When each slot frees: a handed-over slot whose call has not
-        // started is a whole call away.
-        let mut free_in: Vec<Duration> = ran
-            .iter()
-            .map(|r| match st.recent {
-                Some(recent) if recent > *r => recent - *r,
-                _ => *r,
-            })
-            .collect();
-        free_in.resize(st.sending.max(free_in.len()).max(1), call);
-        free_in.sort();
-        // The batch this request is in, counted from the next.
-        let round = pos / self.max_items;
-        let slots = free_in.len();
-        let turn = free_in.get(round % slots).copied().unwrap_or(call)
-            + call.saturating_mul(u32::try_from(round / slots).unwrap_or(u32::MAX));
-        left < turn + call + call / 4 + CALLER_POLL
+        };
+        let left = deadline.saturating_duration_since(now);
+        st.clock.must_go_early(st.sending, pos / self.max_items, left, now) && self.hand_over(&mut st, false)
     }
 
     /// Removes `ticket` from the queue; false if a batch has taken it.
@@ -306,10 +250,11 @@ impl<I, O> Lane<I, O> {
         slot: bool,
         backend: &B,
     ) -> O {
-        let started = Instant::now();
-        if slot {
-            lock(&self.state).started.push(started);
-        }
+        let started = if slot {
+            lock(&self.state).clock.start()
+        } else {
+            Instant::now()
+        };
         let _call = CallGuard {
             lane: self,
             started,
@@ -352,18 +297,22 @@ impl<I, O> Lane<I, O> {
     /// lane's figure, and its slot (if it had one) passes on.
     fn call_ended(&self, started: Instant, slot: bool) {
         let mut st = lock(&self.state);
-        let took = started.elapsed();
-        st.recent = Some(st.recent.map_or(took, |r| decayed(r, took)));
+        st.clock.ended(started, slot);
         if slot {
-            if let Some(i) = st.started.iter().position(|s| *s == started) {
-                st.started.swap_remove(i);
-            }
             self.pass_on(&mut st);
         }
     }
 
     /// Passes a call slot to the queue's oldest requests, or frees it.
     fn pass_on(&self, st: &mut State<I, O>) {
+        if !self.hand_over(st, true) {
+            st.sending = st.sending.saturating_sub(1);
+        }
+    }
+
+    /// Makes the queue's oldest requests (up to the caps) a batch, led by
+    /// the oldest, on a call slot or not; false if none waits.
+    fn hand_over(&self, st: &mut State<I, O>, slot: bool) -> bool {
         let mut bytes = 0;
         let mut take = 0;
         for t in st.waiting.iter().take(self.max_items) {
@@ -375,25 +324,12 @@ impl<I, O> Lane<I, O> {
             take += 1;
         }
         let batch: Vec<_> = st.waiting.drain(..take).collect();
-        match batch.first().cloned() {
-            Some(leader) => {
-                *lock(&leader.turn) = Turn::Lead(batch);
-                leader.changed.notify_one();
-            }
-            None => st.sending = st.sending.saturating_sub(1),
-        }
-    }
-}
-
-/// The lane's figure for a call's length after a call that took `took`:
-/// a longer call raises it at once (a queued request must not count on a
-/// speed Vault has lost), a shorter one lowers it by a quarter of the
-/// difference (one fast call does not undo a slow spell).
-fn decayed(recent: Duration, took: Duration) -> Duration {
-    if took >= recent {
-        took
-    } else {
-        recent - (recent - took) / 4
+        let Some(leader) = batch.first().cloned() else {
+            return false;
+        };
+        *lock(&leader.turn) = Turn::Lead(batch, slot);
+        leader.changed.notify_one();
+        true
     }
 }
 
@@ -674,7 +610,10 @@ mod tests {
         let budget = Duration::from_millis(1000);
         let (l, f) = (Arc::new(lane((1, 16, 1 << 20))), Arc::new(Fake::new(600)));
         // Known figure: the queued requests see it at once and go alone.
-        assert_eq!(l.run(99, Instant::now() + budget, || false, f.as_ref()), Fake::answer(99));
+        assert_eq!(
+            l.run(99, Instant::now() + budget, || false, f.as_ref()),
+            Fake::answer(99)
+        );
         for (x, r, took) in timed_burst(&l, &f, 6, budget) {
             assert_eq!(r, Fake::answer(x));
             assert!(took < budget, "input {x} took {took:?} of its {budget:?}");
@@ -683,56 +622,13 @@ mod tests {
 
         // No figure yet (a fresh lane): the queued requests watch the
         // running call and go together, in one early batch, once their
-        // time left no longer covers twice what it has run.
+        // time left no longer covers three times what it has run.
         let (l, f) = (Arc::new(lane((1, 16, 1 << 20))), Arc::new(Fake::new(600)));
         for (x, r, took) in timed_burst(&l, &f, 8, Duration::from_millis(1200)) {
             assert_eq!(r, Fake::answer(x));
             assert!(took < Duration::from_millis(1200), "input {x} took {took:?}");
         }
         let calls = f.calls.load(Ordering::SeqCst);
-        assert!((2..=4).contains(&calls), "{calls} calls for 8 requests");
-    }
-
-    /// The rule itself, on a lane of one slot with a call running.
-    #[test]
-    fn the_early_rule_weighs_the_wait_against_the_time_left() {
-        let l = lane((1, 16, 1 << 20));
-        let ms = Duration::from_millis;
-        let now = Instant::now();
-        let state = |ran: u64, recent: Option<u64>| State::<u64, Result<u64, String>> {
-            sending: 1,
-            waiting: VecDeque::new(),
-            started: vec![now - ms(ran)],
-            recent: recent.map(ms),
-        };
-        // Slow Vault (1.2 s calls), 100 ms into a call: 1.1 s for the slot,
-        // 1.2 s for the call, 2 s left: go.
-        assert!(l.must_go_early(&state(100, Some(1200)), 0, ms(2000), now));
-        // Left below one call: hopeless even alone, stay queued.
-        assert!(!l.must_go_early(&state(100, Some(1200)), 0, ms(1000), now));
-        // Fast Vault: wait for the slot.
-        assert!(!l.must_go_early(&state(5, Some(20)), 0, ms(2000), now));
-        assert!(!l.must_go_early(&state(5, Some(20)), 40, ms(2000), now));
-        // No figure: the running call (700 ms so far) is taken to need as
-        // long again, and the next call as long: 1.4 s and margins.
-        assert!(l.must_go_early(&state(700, None), 0, ms(1600), now));
-        assert!(!l.must_go_early(&state(700, None), 0, ms(1700), now));
-        // A call overrunning the figure counts as the figure.
-        assert!(l.must_go_early(&state(700, Some(20)), 0, ms(1600), now));
-        // Further back in the queue (the third batch): two calls' wait.
-        assert!(!l.must_go_early(&state(0, Some(300)), 0, ms(1000), now));
-        assert!(l.must_go_early(&state(0, Some(300)), 40, ms(1000), now));
-    }
-
-    #[test]
-    fn the_figure_rises_at_once_and_falls_slowly() {
-        let ms = Duration::from_millis;
-        assert_eq!(decayed(ms(100), ms(900)), ms(900));
-        assert_eq!(decayed(ms(900), ms(100)), ms(700));
-        let mut r = ms(1200);
-        for _ in 0..20 {
-            r = decayed(r, ms(10));
-        }
-        assert!(r < ms(20), "{r:?}");
+        assert!((2..=3).contains(&calls), "{calls} calls for 8 requests");
     }
 }

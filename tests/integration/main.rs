@@ -7,6 +7,7 @@ mod coalesce;
 mod deploy;
 mod ha;
 mod harness;
+mod hostile_vault;
 mod layout;
 mod lifecycle;
 mod local_kek;
