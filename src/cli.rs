@@ -87,7 +87,8 @@ OPTIONS:
                              [default: 256]
     --coalesce[=BOOL]        send concurrent Encrypts (or Decrypts) for one key that
                              arrive while its transit calls are in flight as one
-                             batch_input call; a request alone goes out at once;
+                             batch_input call; a request alone goes out at once,
+                             and so does one whose budget cannot afford the wait;
                              false sends every request alone [default: true]
     --local-kek[=BOOL]       seal DEKs in the plugin with a random AES-256-GCM key
                              kept in memory and wrapped once by transit: no Vault

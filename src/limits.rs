@@ -269,6 +269,25 @@ pub const VAULT_MAX_LOCATION: usize = 2048;
 /// Vault error strings are short; cap what we copy into a message.
 pub const VAULT_MAX_ERROR_TEXT: usize = 300;
 
+/// One string of Vault's `errors` list in a message: Vault's own are a
+/// few dozen characters ("cipher: message authentication failed", "1
+/// error occurred: * permission denied"); longer ones are cut.
+pub const VAULT_MAX_ERROR_ITEM: usize = 160;
+
+/// An error string with a run of this many characters of the base64
+/// alphabets, mixing upper and lower case, is withheld: it may be request
+/// material (a 32-byte DEK is 44 characters of base64, a legacy token 24
+/// after its `s.`, a ciphertext's body longer). 20 is 15 bytes of base64;
+/// Vault's own error strings have no such runs (words, and paths in lower
+/// case).
+pub const VAULT_ERROR_ENCODED_RUN: usize = 20;
+
+/// An error string that holds this many characters in a row of one of the
+/// request's values (a plaintext, ciphertext, secret_id, JWT, or the
+/// token) is withheld: 12 characters of base64 are 9 bytes, far beyond
+/// chance, and a UUID's (a secret_id's) longest group is 12.
+pub const VAULT_ERROR_QUOTE_WINDOW: usize = 12;
+
 /// A UUID is 36 characters; leave room for other request-id schemes.
 pub const MAX_LOGGED_UID: usize = 64;
 

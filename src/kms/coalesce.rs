@@ -11,6 +11,16 @@
 //! its own item's result. Each request keeps its own OS thread for its
 //! whole life; the lane only decides which of them talks to Vault.
 //!
+//! A queued request must not fail where it would have succeeded alone
+//! (issue 21, 7): the lane times its calls, and a queued request whose
+//! time left would not cover the wait for a slot plus one call goes out at
+//! once, taking the requests queued behind it along (an early batch, on
+//! no slot). See [`Clock::must_go_early`] for the rule. Every early call
+//! carries at least the request that sends it, so a lane makes at most as
+//! many calls as it has requests, as with coalescing off; those are
+//! bounded by `--max-in-flight`, and what reaches one Vault node at once
+//! by [`VAULT_MAX_CONNECTIONS`](crate::limits::VAULT_MAX_CONNECTIONS).
+//!
 //! Results go back by position: a batch is a list of tickets, the call's
 //! inputs are read from those tickets in that order, and the i-th result
 //! is delivered into the i-th ticket. (The Vault layer matches the i-th
@@ -18,12 +28,15 @@
 //! here is specific to Vault, so the tests drive it with a fake backend
 //! that checks every request got the answer for its own input.
 
+mod clock;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::health::lock;
 use crate::limits::{CALLER_POLL, COALESCE_WAIT_GRACE};
+use clock::Clock;
 
 /// Transit calls in flight per lane (a key and an operation). One in
 /// flight already coalesces everything that arrives meanwhile; a second
@@ -81,6 +94,8 @@ struct State<I, O> {
     /// Call slots taken (at most `max_batches`).
     sending: usize,
     waiting: VecDeque<Arc<Ticket<I, O>>>,
+    /// How long the lane's calls take, and when the running ones started.
+    clock: Clock,
 }
 
 /// One queued request: its input, and where its turn or result arrives.
@@ -93,7 +108,7 @@ struct Ticket<I, O> {
 enum Turn<I, O> {
     Queued,
     /// This request sends these tickets' inputs (its own first).
-    Lead(Vec<Arc<Ticket<I, O>>>),
+    Lead(Vec<Arc<Ticket<I, O>>>, bool),
     /// Its result.
     Done(O),
     /// The turn or result has been taken by the ticket's own request.
@@ -123,6 +138,7 @@ impl<I, O> Lane<I, O> {
             state: Mutex::new(State {
                 sending: 0,
                 waiting: VecDeque::new(),
+                clock: Clock::default(),
             }),
             on_batch,
             max_items: max_items.max(1),
@@ -141,8 +157,13 @@ impl<I, O> Lane<I, O> {
             let mut st = lock(&self.state);
             if st.sending < self.max_batches {
                 st.sending += 1;
+                let started = st.clock.start();
                 drop(st);
-                let _slot = SlotGuard(self);
+                let _slot = CallGuard {
+                    lane: self,
+                    started,
+                    slot: true,
+                };
                 (self.on_batch)(self.op, 1);
                 return backend.one(&input);
             }
@@ -158,9 +179,9 @@ impl<I, O> Lane<I, O> {
             let mut turn = lock(&ticket.turn);
             match std::mem::replace(&mut *turn, Turn::Taken) {
                 Turn::Done(out) => return out,
-                Turn::Lead(batch) => {
+                Turn::Lead(batch, slot) => {
                     drop(turn);
-                    return self.lead(&ticket, batch, backend);
+                    return self.lead(&ticket, batch, slot, backend);
                 }
                 Turn::Queued => *turn = Turn::Queued,
                 Turn::Taken => return backend.lost(),
@@ -184,9 +205,31 @@ impl<I, O> Lane<I, O> {
                 }
                 continue;
             }
-            let wait = deadline.saturating_duration_since(now).min(CALLER_POLL);
-            drop(ticket.changed.wait_timeout(turn, wait));
+            drop(turn);
+            if self.go_early(&ticket, deadline, now) {
+                // Its turn (or a result, if further back) is in the ticket.
+                continue;
+            }
+            let turn = lock(&ticket.turn);
+            if matches!(*turn, Turn::Queued) {
+                let wait = deadline.saturating_duration_since(now).min(CALLER_POLL);
+                drop(ticket.changed.wait_timeout(turn, wait));
+            }
         }
+    }
+
+    /// If `ticket`, still queued, cannot afford to wait for a slot: the
+    /// queue's oldest requests (up to the batch caps, `ticket` among them
+    /// unless further back) go at once as a batch on no slot, led by the
+    /// oldest, whose deadline is the earliest. Those ahead of `ticket` have
+    /// less time still, so they go too.
+    fn go_early(&self, ticket: &Arc<Ticket<I, O>>, deadline: Instant, now: Instant) -> bool {
+        let mut st = lock(&self.state);
+        let Some(pos) = st.waiting.iter().position(|t| Arc::ptr_eq(t, ticket)) else {
+            return false;
+        };
+        let left = deadline.saturating_duration_since(now);
+        st.clock.must_go_early(st.sending, pos / self.max_items, left, now) && self.hand_over(&mut st, false)
     }
 
     /// Removes `ticket` from the queue; false if a batch has taken it.
@@ -200,8 +243,23 @@ impl<I, O> Lane<I, O> {
     /// Sends `batch` (whose first ticket is `me`) and delivers each result
     /// into its own ticket; returns `me`'s. The call slot passes on when
     /// done, and every ticket gets an answer even if the backend panics.
-    fn lead<B: Backend<I, O>>(&self, me: &Arc<Ticket<I, O>>, batch: Vec<Arc<Ticket<I, O>>>, backend: &B) -> O {
-        let _slot = SlotGuard(self);
+    fn lead<B: Backend<I, O>>(
+        &self,
+        me: &Arc<Ticket<I, O>>,
+        batch: Vec<Arc<Ticket<I, O>>>,
+        slot: bool,
+        backend: &B,
+    ) -> O {
+        let started = if slot {
+            lock(&self.state).clock.start()
+        } else {
+            Instant::now()
+        };
+        let _call = CallGuard {
+            lane: self,
+            started,
+            slot,
+        };
         let mut deliver = Delivery {
             batch,
             delivered: 0,
@@ -235,9 +293,26 @@ impl<I, O> Lane<I, O> {
         mine.unwrap_or_else(|| backend.lost())
     }
 
-    /// Passes a call slot to the queue's oldest requests, or frees it.
-    fn pass_on(&self) {
+    /// A call that started at `started` ended: its time goes into the
+    /// lane's figure, and its slot (if it had one) passes on.
+    fn call_ended(&self, started: Instant, slot: bool) {
         let mut st = lock(&self.state);
+        st.clock.ended(started, slot);
+        if slot {
+            self.pass_on(&mut st);
+        }
+    }
+
+    /// Passes a call slot to the queue's oldest requests, or frees it.
+    fn pass_on(&self, st: &mut State<I, O>) {
+        if !self.hand_over(st, true) {
+            st.sending = st.sending.saturating_sub(1);
+        }
+    }
+
+    /// Makes the queue's oldest requests (up to the caps) a batch, led by
+    /// the oldest, on a call slot or not; false if none waits.
+    fn hand_over(&self, st: &mut State<I, O>, slot: bool) -> bool {
         let mut bytes = 0;
         let mut take = 0;
         for t in st.waiting.iter().take(self.max_items) {
@@ -249,22 +324,26 @@ impl<I, O> Lane<I, O> {
             take += 1;
         }
         let batch: Vec<_> = st.waiting.drain(..take).collect();
-        match batch.first().cloned() {
-            Some(leader) => {
-                *lock(&leader.turn) = Turn::Lead(batch);
-                leader.changed.notify_one();
-            }
-            None => st.sending = st.sending.saturating_sub(1),
-        }
+        let Some(leader) = batch.first().cloned() else {
+            return false;
+        };
+        *lock(&leader.turn) = Turn::Lead(batch, slot);
+        leader.changed.notify_one();
+        true
     }
 }
 
-/// Frees or passes on a lane's call slot when a call ends, panic or not.
-struct SlotGuard<'l, I, O>(&'l Lane<I, O>);
+/// Times a call, and frees or passes on its slot (if it holds one) when
+/// it ends, panic or not.
+struct CallGuard<'l, I, O> {
+    lane: &'l Lane<I, O>,
+    started: Instant,
+    slot: bool,
+}
 
-impl<I, O> Drop for SlotGuard<'_, I, O> {
+impl<I, O> Drop for CallGuard<'_, I, O> {
     fn drop(&mut self) {
-        self.0.pass_on();
+        self.lane.call_ended(self.started, self.slot);
     }
 }
 
@@ -473,6 +552,12 @@ mod tests {
     #[test]
     fn a_queued_request_leaves_when_its_caller_goes_or_its_time_is_up() {
         let (l, f) = (Arc::new(lane((1, 16, 1 << 20))), Arc::new(Fake::new(300)));
+        // The lane learns that a call takes 300 ms: a request with 100 ms
+        // left could not finish even alone, so it stays queued (no call).
+        assert_eq!(
+            l.run(0, Instant::now() + Duration::from_secs(5), || false, f.as_ref()),
+            Fake::answer(0)
+        );
         let busy = {
             let (l, f) = (l.clone(), f.clone());
             std::thread::spawn(move || l.run(1, Instant::now() + Duration::from_secs(5), || false, f.as_ref()))
@@ -485,11 +570,65 @@ mod tests {
         assert_eq!(r, Err("timeout".into()));
         assert!(t.elapsed() < Duration::from_millis(250), "{:?}", t.elapsed());
         assert_eq!(busy.join().expect("busy"), Fake::answer(1));
-        // Neither left anything behind: one call, for the busy request.
-        assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+        // Neither left anything behind: one call, for the busy request
+        // (and the first one).
+        assert_eq!(f.calls.load(Ordering::SeqCst), 2);
         assert_eq!(
             l.run(4, Instant::now() + Duration::from_secs(1), || false, f.as_ref()),
             Fake::answer(4)
         );
+    }
+
+    /// `n` requests at once, each with `budget`; each input with what it
+    /// got and how long it took.
+    fn timed_burst(
+        l: &Arc<Lane<u64, Result<u64, String>>>,
+        f: &Arc<Fake>,
+        n: u64,
+        budget: Duration,
+    ) -> Vec<(u64, Result<u64, String>, Duration)> {
+        let start = Arc::new(Barrier::new(n as usize));
+        let handles: Vec<_> = (0..n)
+            .map(|x| {
+                let (l, f, start) = (l.clone(), f.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let t = Instant::now();
+                    let r = l.run(x, t + budget, || false, f.as_ref());
+                    (x, r, t.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("request thread")).collect()
+    }
+
+    /// Issue 21, 7: calls take 600 ms and requests have 1 s. Waiting for
+    /// the slot (600 ms) and then a call (600 ms) would take 1.2 s, so a
+    /// queued request must not wait: every one ends within its budget.
+    #[test]
+    fn a_request_that_cannot_afford_the_queue_goes_at_once() {
+        let budget = Duration::from_millis(1000);
+        let (l, f) = (Arc::new(lane((1, 16, 1 << 20))), Arc::new(Fake::new(600)));
+        // Known figure: the queued requests see it at once and go alone.
+        assert_eq!(
+            l.run(99, Instant::now() + budget, || false, f.as_ref()),
+            Fake::answer(99)
+        );
+        for (x, r, took) in timed_burst(&l, &f, 6, budget) {
+            assert_eq!(r, Fake::answer(x));
+            assert!(took < budget, "input {x} took {took:?} of its {budget:?}");
+        }
+        assert!(f.calls.load(Ordering::SeqCst) <= 7, "{:?} calls", f.calls);
+
+        // No figure yet (a fresh lane): the queued requests watch the
+        // running call and go together, in one early batch, once their
+        // time left no longer covers three times what it has run.
+        let (l, f) = (Arc::new(lane((1, 16, 1 << 20))), Arc::new(Fake::new(600)));
+        for (x, r, took) in timed_burst(&l, &f, 8, Duration::from_millis(1200)) {
+            assert_eq!(r, Fake::answer(x));
+            assert!(took < Duration::from_millis(1200), "input {x} took {took:?}");
+        }
+        let calls = f.calls.load(Ordering::SeqCst);
+        assert!((2..=3).contains(&calls), "{calls} calls for 8 requests");
     }
 }

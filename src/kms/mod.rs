@@ -190,6 +190,9 @@ impl Kms {
         deadline: Instant,
         call: impl Fn(&Secret) -> Result<T, VaultError>,
     ) -> Result<T, VaultError> {
+        // Less than the full budget left (time spent queued): a timeout
+        // then is no evidence against Vault (issue 21, 7).
+        let cut_short = deadline.saturating_duration_since(Instant::now()) + crate::limits::CALLER_POLL < self.timeout;
         let ticket = self.session.ticket();
         let result = match call(&ticket.token) {
             Err(e) if e.class() == VaultErrorClass::Denied => match self.session.refresh(ticket.gen, deadline) {
@@ -201,7 +204,7 @@ impl Kms {
             },
             r => r,
         };
-        if matches!(&result, Err(e) if e.class() == VaultErrorClass::Unavailable) {
+        if matches!(&result, Err(e) if e.shows_outage(cut_short)) {
             self.saw_unavailable();
         }
         result

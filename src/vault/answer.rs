@@ -3,12 +3,16 @@
 //! a pure function of what Vault sent (no HTTP, no ureq), so the fuzz
 //! target `vault_answer` runs it on arbitrary bytes: it never panics, every
 //! lease is capped at [`VAULT_MAX_LEASE`], and an error text is one line of
-//! at most [`VAULT_MAX_ERROR_TEXT`] characters (and `...`).
+//! at most [`VAULT_MAX_ERROR_TEXT`] characters (and `...`) that quotes
+//! only Vault's own error strings, never a body of another shape nor
+//! anything that may be request material.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::limits::{VAULT_MAX_ERROR_TEXT, VAULT_MAX_LEASE};
+use crate::limits::{
+    VAULT_ERROR_ENCODED_RUN, VAULT_ERROR_QUOTE_WINDOW, VAULT_MAX_ERROR_ITEM, VAULT_MAX_ERROR_TEXT, VAULT_MAX_LEASE,
+};
 use crate::secret::Secret;
 
 /// A token's lease as Vault reports it.
@@ -176,22 +180,104 @@ pub fn node_health(v: &serde_json::Value) -> NodeHealth {
     }
 }
 
-/// Vault's `{"errors": [...]}` joined, shortened; raw text if not JSON.
+/// [`error_text_for`] with no request values to look for (a batch item's
+/// error): the encoded-run check alone.
 pub fn error_text(body: &str) -> String {
-    let joined = match serde_json::from_str::<serde_json::Value>(body) {
-        Ok(v) => v
-            .get("errors")
-            .and_then(|e| e.as_array())
-            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; "))
-            .unwrap_or_default(),
-        Err(_) => body.trim().to_owned(),
-    };
-    let one_line: String = joined.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let one_line = one_line.split_whitespace().collect::<Vec<_>>().join(" ");
-    match one_line.char_indices().nth(VAULT_MAX_ERROR_TEXT) {
-        Some((i, _)) => format!("{}...", one_line.get(..i).unwrap_or_default()),
-        None => one_line,
+    error_text_for(body, &[])
+}
+
+/// What an error body may put in a message (issue 21, 8: a proxy that
+/// echoes the request must not get the DEK or a credential into a gRPC
+/// error or a log line). Only Vault's own format is quoted: the strings of
+/// `{"errors": [...]}`, each one line of at most [`VAULT_MAX_ERROR_ITEM`]
+/// characters, the whole at most [`VAULT_MAX_ERROR_TEXT`] (and `...`).
+/// A string that may quote the request is withheld, and the text says how
+/// many were: one holding [`VAULT_ERROR_QUOTE_WINDOW`] characters in a
+/// row of any of `request` (the request's body and its token), or a run
+/// that looks like encoded data ([`looks_encoded`]). Any other body (an
+/// HTML page, plain text, JSON of another shape) is described by its size
+/// alone, never quoted.
+pub fn error_text_for(body: &str, request: &[&str]) -> String {
+    if body.trim().is_empty() {
+        return String::new();
     }
+    let v = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(v) => v,
+        Err(_) => return format!("a body of {} bytes that is not Vault's JSON (not quoted)", body.len()),
+    };
+    let Some(errors) = v.get("errors").and_then(|e| e.as_array()) else {
+        return format!(
+            "a JSON body of {} bytes without Vault's errors list (not quoted)",
+            body.len()
+        );
+    };
+    let mut kept = Vec::new();
+    let mut withheld = 0;
+    for e in errors {
+        let Some(line) = e.as_str().map(one_line) else {
+            withheld += 1;
+            continue;
+        };
+        // The whole string is looked at, not only what is kept of it: a
+        // cut must not leave the start of an echoed value.
+        if looks_encoded(&line) || request.iter().any(|r| quotes(&line, r)) {
+            withheld += 1;
+        } else if !line.is_empty() {
+            kept.push(cut(&line, VAULT_MAX_ERROR_ITEM));
+        }
+    }
+    let note = match withheld {
+        0 => String::new(),
+        1 => "1 error text withheld (it may quote the request)".to_owned(),
+        n => format!("{n} error texts withheld (they may quote the request)"),
+    };
+    let room = VAULT_MAX_ERROR_TEXT.saturating_sub(note.len() + 2);
+    match (cut(&kept.join("; "), room), note.is_empty()) {
+        (text, true) => text,
+        (text, false) if text.is_empty() => note,
+        (text, false) => format!("{text}; {note}"),
+    }
+}
+
+/// One line: control characters as spaces, runs of spaces as one.
+fn one_line(s: &str) -> String {
+    let spaced: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    spaced.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// At most `max` characters of `s`, and `...` if it was longer.
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", s.get(..i).unwrap_or_default()),
+        None => s.to_owned(),
+    }
+}
+
+/// Whether `s` has a run of at least [`VAULT_ERROR_ENCODED_RUN`]
+/// characters of the base64 alphabets (standard and URL-safe) with both
+/// upper and lower case letters: what a base64 DEK, ciphertext body, JWT
+/// or token looks like, and Vault's own words and paths do not.
+pub fn looks_encoded(s: &str) -> bool {
+    let encoded = |c: char| c.is_ascii_alphanumeric() || "+/=_-".contains(c);
+    s.split(|c: char| !encoded(c)).any(|run| {
+        run.len() >= VAULT_ERROR_ENCODED_RUN
+            && run.chars().any(|c| c.is_ascii_uppercase())
+            && run.chars().any(|c| c.is_ascii_lowercase())
+    })
+}
+
+/// Whether `line` holds [`VAULT_ERROR_QUOTE_WINDOW`] bytes in a row of
+/// `value` (shorter values are never secrets: names, references).
+fn quotes(line: &str, value: &str) -> bool {
+    if value.len() < VAULT_ERROR_QUOTE_WINDOW {
+        return false;
+    }
+    let pieces: std::collections::HashSet<&[u8]> = line.as_bytes().windows(VAULT_ERROR_QUOTE_WINDOW).collect();
+    !pieces.is_empty()
+        && value
+            .as_bytes()
+            .windows(VAULT_ERROR_QUOTE_WINDOW)
+            .any(|w| pieces.contains(w))
 }
 
 #[cfg(test)]
@@ -281,10 +367,73 @@ mod tests {
     #[test]
     fn error_text_is_short_and_single_line() {
         assert_eq!(error_text(r#"{"errors":["a","b\nc"]}"#), "a; b c");
-        assert_eq!(error_text("<html>\n bad gateway</html>"), "<html> bad gateway</html>");
-        let long = "x".repeat(5000);
-        assert_eq!(error_text(&long).len(), VAULT_MAX_ERROR_TEXT + 3);
+        // Not Vault's format: described, never quoted.
+        assert_eq!(
+            error_text("<html>\n bad gateway</html>"),
+            "a body of 26 bytes that is not Vault's JSON (not quoted)"
+        );
+        assert_eq!(
+            error_text(r#"{"message":"oops"}"#),
+            "a JSON body of 18 bytes without Vault's errors list (not quoted)"
+        );
+        let long = serde_json::json!({ "errors": vec!["x ".repeat(100); 8] }).to_string();
+        let t = error_text(&long);
+        assert!(t.len() <= VAULT_MAX_ERROR_TEXT + 3 && t.ends_with("..."), "{t}");
         assert_eq!(error_text(""), "");
+        assert_eq!(error_text(" \n"), "");
+    }
+
+    /// Issue 21, 8: a body that echoes the request (a DEK's base64, a
+    /// ciphertext, a secret_id, a JWT, the token) never reaches a message;
+    /// Vault's own strings do, and the text says what was withheld.
+    #[test]
+    fn error_text_withholds_what_may_quote_the_request() {
+        let dek = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+        let ct = "vault:v1:8SDd3WHDOjf7mq69CyCqYjBXAiQQAVZRkFM13ok481zoCmHnSeDX9vyf7w==";
+        let secret_id = "5e1d8a1c-9b3f-4c2e-a7d0-3f6b2e9c1a44";
+        let token = "hvs.CAESIJ2kQ1xK9vR7mN3pL5sT8uW0yZ4aB6cD";
+        let body = |errors: serde_json::Value| serde_json::json!({ "errors": errors }).to_string();
+        let request = [dek, ct, secret_id, token, "kube"];
+        for echo in [
+            format!("invalid request: {{\"plaintext\":\"{dek}\"}}"),
+            format!("bad ciphertext {ct}"),
+            format!("secret_id {secret_id} is not valid"),
+            format!("token {token} denied"),
+            // Part of a value, cut or spaced: still the value.
+            format!("...{}", &dek[..14]),
+            "id 9b3f-4c2e-a7d0-3f6b2e9c".to_owned(),
+            // Base64 the request did not hold (another request's DEK).
+            "echo: AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/==".to_owned(),
+        ] {
+            let t = error_text_for(&body(serde_json::json!([echo, "permission denied"])), &request);
+            assert_eq!(
+                t, "permission denied; 1 error text withheld (it may quote the request)",
+                "{echo}"
+            );
+        }
+        // Vault's own errors pass, paths and names included.
+        for own in [
+            "cipher: message authentication failed",
+            "encryption key not found",
+            "1 error occurred: * permission denied",
+            "invalid role or secret ID",
+            "no handler for route \"transit2/encrypt/kube\". route entry not found.",
+            "failed to decode plaintext as base64: illegal base64 data at input byte 4",
+            "request id 5f2b7c9e-2d41-4e8a-9b0c-7a1d3e5f6b80",
+        ] {
+            assert_eq!(error_text_for(&body(serde_json::json!([own])), &request), own);
+        }
+        // Other shapes: only the size; non-string items are withheld.
+        let html = format!("<html><body><pre>{{\"plaintext\":\"{dek}\"}}</pre></body></html>");
+        let t = error_text_for(&html, &request);
+        assert!(t.starts_with("a body of ") && !t.contains(&dek[..12]), "{t}");
+        let t = error_text_for(&body(serde_json::json!([{ "plaintext": dek }, 7])), &request);
+        assert_eq!(t, "2 error texts withheld (they may quote the request)");
+        // An echo that starts just before the cut: withheld, not cut to
+        // a piece too short to recognise.
+        let padded = format!("{}{dek}", "w".repeat(VAULT_MAX_ERROR_ITEM - 6));
+        let t = error_text_for(&body(serde_json::json!([padded])), &[dek]);
+        assert_eq!(t, "1 error text withheld (it may quote the request)");
     }
 
     /// Whatever a server or proxy sends, the message we build stays one

@@ -91,6 +91,21 @@ impl VaultError {
     }
 }
 
+impl VaultError {
+    /// Whether this failure is evidence that Vault cannot serve, for the
+    /// health signal: the Unavailable class, except a timeout of a call
+    /// that was `cut_short`, that started with less than the full
+    /// `--vault-timeout` because its time went elsewhere first (a
+    /// coalescing queue, an earlier try): running out of that says nothing
+    /// of Vault, which may have answered other calls meanwhile.
+    pub fn shows_outage(&self, cut_short: bool) -> bool {
+        match self {
+            VaultError::Timeout { .. } if cut_short => false,
+            e => e.class() == VaultErrorClass::Unavailable,
+        }
+    }
+}
+
 impl fmt::Display for VaultError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -218,6 +233,23 @@ mod tests {
             VaultErrorClass::Rejected
         );
         assert_eq!(status(418, "").class(), VaultErrorClass::Internal);
+    }
+
+    #[test]
+    fn a_timeout_after_a_queue_is_no_outage() {
+        let t = VaultError::Timeout {
+            addr: "http://v:8200".into(),
+            after: Duration::from_millis(800),
+        };
+        assert!(t.shows_outage(false) && !t.shows_outage(true));
+        // Vault's own failures count, however little time the call had.
+        assert!(status(503, "sealed").shows_outage(true));
+        let down = VaultError::Unreachable {
+            addr: "http://v:8200".into(),
+            cause: "connection refused".into(),
+        };
+        assert!(down.shows_outage(true));
+        assert!(!status(400, "bad").shows_outage(false));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::answer::error_text;
+use super::answer::{error_text_for, looks_encoded};
 use super::error::{fails_over, transport_error};
 use super::{parse_addr, VaultClient, VaultError};
 use crate::limits::{
@@ -195,6 +195,9 @@ impl VaultClient {
         let base = parse_addr(&format!("{scheme}://{authority}")).map_err(|_| unusable())?;
         let path = path.strip_prefix("v1/").ok_or_else(unusable)?;
         let n = self.inner.nodes.iter().find(|n| n.addr == base).ok_or_else(|| {
+            if looks_encoded(&base) {
+                return "redirect to an address that is not a configured node (not quoted); not followed".to_owned();
+            }
             let shown: String = base.chars().take(crate::limits::VAULT_MAX_ERROR_TEXT).collect();
             format!("redirect to {shown}, which is not a configured node; not followed")
         })?;
@@ -280,7 +283,11 @@ impl VaultClient {
                 op: c.op,
                 path: c.path.to_owned(),
                 status,
-                message: error_text(&text),
+                // Nothing of what was sent (the body's plaintexts,
+                // ciphertexts, secret_id or JWT, and the token) may come
+                // back in a message (issue 21, 8). The raw body is looked
+                // in, not a parsed copy of its secrets.
+                message: error_text_for(&text, &[c.body.unwrap_or_default(), c.token.map_or("", Secret::expose)]),
             }));
         }
         serde_json::from_str(&text).map_err(|_| {

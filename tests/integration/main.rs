@@ -11,6 +11,7 @@ mod ha;
 mod hardening;
 mod harness;
 mod health_signal;
+mod hostile_vault;
 mod key_identity;
 mod layout;
 mod lifecycle;

@@ -226,6 +226,11 @@ pub enum Canned {
     Huge(usize),
     /// A 307 to `location` (the request's path appended).
     Redirect(String),
+    /// This status, with a body that echoes the whole request (head, with
+    /// its token, and body), as a misbehaving proxy's error page may: in
+    /// Vault's JSON error format (`{"errors": ["...<request>..."]}`) when
+    /// `json`, else in an HTML page.
+    Echo { status: u16, json: bool },
 }
 
 /// An HTTP server in front of a real OpenBao: forwards every request to it
@@ -304,6 +309,26 @@ impl FakeVault {
                         std::thread::sleep(every);
                     }
                     false
+                }
+                Some(Canned::Echo { status, json }) => {
+                    let request = format!("{head}{}", String::from_utf8_lossy(&body));
+                    let (kind, text) = if json {
+                        let errors = [format!("invalid request: {request}"), "permission denied".to_owned()];
+                        ("application/json", serde_json::json!({ "errors": errors }).to_string())
+                    } else {
+                        (
+                            "text/html",
+                            format!("<html><body><h1>Error</h1><pre>{request}</pre></body></html>"),
+                        )
+                    };
+                    c.write_all(
+                        format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\r\n{text}",
+                            text.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .is_ok()
                 }
                 Some(Canned::Redirect(to)) => c
                     .write_all(

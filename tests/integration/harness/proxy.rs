@@ -13,6 +13,9 @@ use std::time::Duration;
 pub struct FaultProxy {
     pub addr: String,
     delay_ms: Arc<AtomicU64>,
+    /// Delay applied only to chunks that start a request (see
+    /// [`FaultProxy::set_request_delay`]).
+    request_delay_ms: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
     redirects: Arc<AtomicU64>,
     mode: Arc<AtomicU64>,
@@ -43,6 +46,8 @@ impl FaultProxy {
         listener.set_nonblocking(true).unwrap();
         let upstream = upstream.trim_start_matches("http://").to_owned();
         let delay_ms = Arc::new(AtomicU64::new(0));
+        let request_delay_ms = Arc::new(AtomicU64::new(0));
+        let rq = request_delay_ms.clone();
         let requests = Arc::new(AtomicU64::new(0));
         let redirects = Arc::new(AtomicU64::new(0));
         let mode = Arc::new(AtomicU64::new(ProxyMode::Forward as u64));
@@ -63,6 +68,7 @@ impl FaultProxy {
                         let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                         let up = Upstream {
                             delay_ms: d.clone(),
+                            request_delay_ms: rq.clone(),
                             requests: r.clone(),
                             mode: m.clone(),
                         };
@@ -83,6 +89,7 @@ impl FaultProxy {
         FaultProxy {
             addr: format!("http://127.0.0.1:{port}"),
             delay_ms,
+            request_delay_ms,
             requests,
             redirects,
             mode,
@@ -100,6 +107,13 @@ impl FaultProxy {
     /// Delay applied to each chunk sent from the plugin towards OpenBao.
     pub fn set_delay(&self, d: Duration) {
         self.delay_ms.store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Delay applied once per request (to the chunk that carries its
+    /// request line), however the plugin's writes are split: a Vault that
+    /// takes `d` longer to answer each call.
+    pub fn set_request_delay(&self, d: Duration) {
+        self.request_delay_ms.store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn set_mode(&self, m: ProxyMode) {
@@ -127,6 +141,7 @@ impl Drop for FaultProxy {
 
 struct Upstream {
     delay_ms: Arc<AtomicU64>,
+    request_delay_ms: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
     mode: Arc<AtomicU64>,
 }
@@ -168,7 +183,10 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, upstream: Option<Upstream>) {
                 }
                 _ => {}
             }
-            let ms = up.delay_ms.load(Ordering::Relaxed);
+            let mut ms = up.delay_ms.load(Ordering::Relaxed);
+            if chunk.windows(11).any(|w| w == b" HTTP/1.1\r\n") {
+                ms += up.request_delay_ms.load(Ordering::Relaxed);
+            }
             if ms > 0 {
                 std::thread::sleep(Duration::from_millis(ms));
             }
