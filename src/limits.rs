@@ -294,6 +294,10 @@ pub const MAX_LOGGED_UID: usize = 64;
 /// A config file is a few hundred bytes; refuse anything absurd.
 pub const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 
+/// A PEM file (`--vault-cacert`, `--vault-client-cert`, `--vault-client-key`):
+/// Debian's whole CA bundle is about 220 KiB; 1 MiB refuses anything absurd.
+pub const MAX_PEM_FILE: u64 = 1024 * 1024;
+
 /// A Vault token is about 100 bytes, a role_id or secret_id 36, a
 /// service-account JWT 1-2 KiB; 64 KiB refuses anything absurd.
 pub const MAX_CREDENTIAL_FILE: u64 = 64 * 1024;

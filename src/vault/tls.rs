@@ -20,7 +20,8 @@ use ureq::Proxy;
 use super::transport::Node;
 use super::Settings;
 use crate::limits::{
-    VAULT_CONNECT_TIMEOUT, VAULT_IO_BUFFER, VAULT_MAX_CONNECTIONS, VAULT_MAX_IDLE_AGE, VAULT_MAX_IDLE_CONNECTIONS,
+    MAX_PEM_FILE, VAULT_CONNECT_TIMEOUT, VAULT_IO_BUFFER, VAULT_MAX_CONNECTIONS, VAULT_MAX_IDLE_AGE,
+    VAULT_MAX_IDLE_CONNECTIONS,
 };
 
 /// Trusted roots, client certificate and verification switch, once.
@@ -61,10 +62,15 @@ fn read_pem(
     path: &std::path::Path,
     what: &str,
 ) -> Result<(Vec<Certificate<'static>>, Option<PrivateKey<'static>>), String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+    // Opened without blocking, regular files only, bounded (`files`): a
+    // FIFO or a device at the path must not hang start-up.
+    let pem = crate::files::read_small(path, MAX_PEM_FILE)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+    let pem = pem.as_bytes();
     let mut certs = Vec::new();
     let mut key = None;
-    for item in ureq::tls::parse_pem(&pem) {
+    for item in ureq::tls::parse_pem(pem) {
         match item {
             Ok(PemItem::Certificate(c)) => certs.push(c),
             Ok(PemItem::PrivateKey(k)) if key.is_none() => key = Some(k),

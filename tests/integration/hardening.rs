@@ -378,3 +378,40 @@ fn the_plugin_is_not_dumpable() {
     );
     drop(child);
 }
+
+/// A named pipe as `--vault-cacert` (or a client certificate or key) stops
+/// the plugin at start with a message naming the file, at once; an open of
+/// the FIFO would wait for a writer for good. (Configuration refuses what is
+/// not a regular file, and the PEM reader opens without blocking besides,
+/// for a file swapped between the two.)
+#[test]
+fn a_fifo_as_a_pem_file_is_refused_at_start_without_blocking() {
+    let dir = TempDir::new("fifo-pem");
+    let fifo = dir.path().join("ca.pem");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let sock = dir.path().join("kms.sock");
+    let child = Command::new(plugin_bin())
+        .args(["serve", "--transit-key", "kube", "--http-addr", ""])
+        .args(["--socket", &sock.display().to_string()])
+        .args(["--vault-cacert", &fifo.display().to_string()])
+        .env_clear()
+        .env("VAULT_ADDR", format!("https://127.0.0.1:{}", free_port()))
+        .env("VAULT_TOKEN", "s.fifo-pem-test")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(child);
+    let status = wait_for("the plugin to exit", Duration::from_secs(10), || {
+        child.0.try_wait().unwrap()
+    });
+    let mut err = String::new();
+    child.0.stderr.as_mut().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("named pipe") && err.contains(&fifo.display().to_string()),
+        "{err}"
+    );
+    assert!(!sock.exists());
+}
