@@ -5,7 +5,7 @@
 
 #![forbid(unsafe_code)]
 
-#[path = "../../src/limits.rs"]
+#[path = "../../src/limits/mod.rs"]
 pub mod limits;
 
 #[path = "../../src/wire/mod.rs"]
@@ -13,6 +13,9 @@ pub mod wire;
 
 #[path = "../../src/secret.rs"]
 pub mod secret;
+
+#[path = "../../src/files.rs"]
+pub mod files;
 
 /// Only the ureq-free part of `crate::vault` (src/vault.rs here).
 pub mod vault;
