@@ -156,8 +156,10 @@ fn dispatch<Resp, F>(
         // The reply is written here, on this thread. Its completion and the
         // permit go to `replies`, which keeps them until gRPC core has
         // delivered the reply or gives up on it after
-        // REPLY_DELIVERY_TIMEOUT; this thread is free for the next request.
-        replies::watch(Box::pin(f), Some(permit), replies::Label::new(api, op, &uid));
+        // REPLY_DELIVERY_TIMEOUT; this thread is free for the next request
+        // (counted parked before the hand-over: `workers::Leftover`).
+        let label = replies::Label::new(api, op, &uid);
+        Some(Box::new(move || replies::watch(Box::pin(f), Some(permit), label)) as workers::Leftover)
     });
     if let Err(e) = started {
         // The job (sink included) was dropped: gRPC cancels the call.
