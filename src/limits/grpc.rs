@@ -43,17 +43,17 @@ pub const GRPC_MEMORY_QUOTA: usize = 32 * 1024 * 1024;
 /// have arrived (grpcio's `requests_slot_per_cq`, 1024 by default). A
 /// unary call holds a slot from its headers to its message, so 2 x 1024
 /// streams that send headers only took every slot and every later call
-/// waited (issue 21). Each half-open stream costs the plugin about 16 KiB
-/// (20,000 of them took it past 300 MiB), so 2 x 4096 slots are taken only
-/// by as many streams as fill the manifests' 128 Mi limit: calls are served
-/// beside 6,000 such streams (116 MiB, measured), and what could block them
-/// would get the container OOM-killed first. The slots cost about 2 MiB of
-/// idle RSS (17 MiB before, 19 MiB after in a debug build; 2 x 16384 cost
-/// 11 MiB for no gain under that limit). This raises the bar, it is not a
-/// bound: gRPC core 1.56 counts too little of a half-open stream in the
-/// memory quota to cancel them, and only [`GRPC_MAX_CONNECTION_AGE`] ends
-/// them.
-pub const GRPC_REQUEST_SLOTS_PER_CQ: usize = 4 * 1024;
+/// waited (issue 21). 2 x 2048 slots double that: calls are served beside
+/// 3,000 such streams (measured: RSS 66 MiB; the old plugin timed out all
+/// 10 Encrypts and Status). Each half-open stream costs about 16 KiB, so a
+/// slot count is a trade of idle memory against how many streams it
+/// takes to block calls: 2 x 4096 cost 1.1 MiB more idle RSS than this in
+/// a release build and pushed the concurrency-64 peak further past its
+/// target (docs/performance.md), 2 x 16384 cost 11 MiB. This raises the
+/// bar, it is not a bound: gRPC core 1.56 counts too little of a half-open
+/// stream in the memory quota to cancel them, and only
+/// [`GRPC_MAX_CONNECTION_AGE`] ends them.
+pub const GRPC_REQUEST_SLOTS_PER_CQ: usize = 2 * 1024;
 
 /// How long a connection lives before gRPC core asks the client to open a
 /// new one (GOAWAY; core adds +/-10% jitter). gRPC core 1.56 has no
