@@ -409,9 +409,6 @@ fn a_fifo_as_a_pem_file_is_refused_at_start_without_blocking() {
     let mut err = String::new();
     child.0.stderr.as_mut().unwrap().read_to_string(&mut err).unwrap();
     assert_eq!(status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("named pipe") && err.contains(&fifo.display().to_string()),
-        "{err}"
-    );
+    assert!(err.contains(&fifo.display().to_string()), "{err}");
     assert!(!sock.exists());
 }
