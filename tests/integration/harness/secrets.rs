@@ -5,6 +5,7 @@
 //! HTTP libraries dump bytes). The plugin runs at `RUST_LOG=trace` in the
 //! tests, so this covers every log level.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use base64::Engine as _;
@@ -19,7 +20,25 @@ const RAW_WINDOW: usize = 12;
 /// At most about this many windows per secret are looked for.
 const MAX_WINDOWS: usize = 64;
 
-static SECRETS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Every secret remembered, with the forms it may take in a log, indexed
+/// by each form's first [`MIN_SECRET_LEN`] bytes: a scan then costs one
+/// lookup per position of the log, however many secrets the tests have
+/// remembered by then (tens of thousands of DEKs in a full run; building
+/// every secret's forms again for each scan made the scans of one test
+/// that checks many short messages take ten minutes).
+/// A form's name ("base64 (offset 1)") and its bytes.
+type Form = (String, Vec<u8>);
+
+#[derive(Default)]
+struct Registry {
+    seen: HashSet<Vec<u8>>,
+    /// Per secret: its first bytes (for the report) and its forms.
+    secrets: Vec<(String, Vec<Form>)>,
+    /// A form's first bytes -> (secret, form) indices.
+    heads: HashMap<Vec<u8>, Vec<(usize, usize)>>,
+}
+
+static SECRETS: Mutex<Option<Registry>> = Mutex::new(None);
 
 /// Remembers a secret for the log scans (no-op for short values).
 pub fn remember(secret: impl AsRef<[u8]>) {
@@ -27,14 +46,23 @@ pub fn remember(secret: impl AsRef<[u8]>) {
     if s.len() < MIN_SECRET_LEN {
         return;
     }
-    let mut all = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
-    if !all.iter().any(|x| x == s) {
-        all.push(s.to_vec());
+    let mut guard = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
+    let reg = guard.get_or_insert_with(Registry::default);
+    if !reg.seen.insert(s.to_vec()) {
+        return;
     }
+    let i = reg.secrets.len();
+    let forms = needles(s);
+    for (j, (_, needle)) in forms.iter().enumerate() {
+        let head = needle.get(..MIN_SECRET_LEN).unwrap_or(needle);
+        reg.heads.entry(head.to_vec()).or_default().push((i, j));
+    }
+    let hint: String = String::from_utf8_lossy(s).chars().take(3).collect();
+    reg.secrets.push((hint, forms));
 }
 
 /// The forms a secret may take in a log, each at least 8 characters.
-fn needles(s: &[u8]) -> Vec<(String, Vec<u8>)> {
+fn needles(s: &[u8]) -> Vec<Form> {
     let mut out = Vec::new();
     // Every window of a short secret (a token), a sample of a long one (a
     // 47 KiB plaintext), so the scan stays quick.
@@ -103,18 +131,25 @@ fn vault_token_shapes(log: &[u8]) -> Vec<String> {
 /// Every remembered secret found in `log`, as "secret N (first 3 chars)
 /// as FORM"; empty when the log is clean.
 pub fn leaks_in(log: &[u8]) -> Vec<String> {
-    let all = SECRETS.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut found = vault_token_shapes(log);
-    // Every 8-byte run of the log, so most needles are ruled out by one
-    // lookup of their first 8 bytes; a full search only for candidates.
-    let runs: std::collections::HashSet<&[u8]> = log.windows(MIN_SECRET_LEN).collect();
-    for (i, s) in all.iter().enumerate() {
-        for (form, needle) in needles(s) {
-            let head = needle.get(..MIN_SECRET_LEN).unwrap_or(&needle);
-            if runs.contains(head) && log.windows(needle.len()).any(|w| w == needle.as_slice()) {
-                let hint: String = String::from_utf8_lossy(s).chars().take(3).collect();
+    let guard = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(reg) = guard.as_ref() else { return found };
+    let mut reported = HashSet::new();
+    for pos in 0..log.len() {
+        let Some(head) = log.get(pos..pos + MIN_SECRET_LEN) else {
+            break;
+        };
+        let Some(candidates) = reg.heads.get(head) else {
+            continue;
+        };
+        for &(i, j) in candidates {
+            let Some((hint, forms)) = reg.secrets.get(i) else {
+                continue;
+            };
+            let Some((form, needle)) = forms.get(j) else { continue };
+            if !reported.contains(&i) && log.get(pos..pos + needle.len()) == Some(needle.as_slice()) {
+                reported.insert(i);
                 found.push(format!("secret {i} ({hint:?}...) as {form}"));
-                break;
             }
         }
     }
