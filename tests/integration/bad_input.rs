@@ -271,11 +271,20 @@ fn grpc_requests_that_break_the_contract_are_refused() {
         c.v2.decrypt(&r, c.opt()).is_ok(),
         "unknown annotations must not break a decrypt"
     );
-    // A 10 MB message: refused by gRPC's receive limit, at once.
+    // A 10 MB message: refused by gRPC's receive limit. The code says it
+    // was refused, not timed out (the call's deadline would give
+    // DEADLINE_EXCEEDED). How long the client takes to push 10 MB depends
+    // on the machine's load (0.3 s idle; 3.3 s for the old and new builds
+    // alike while a release build ran on both cores), so the bound is only
+    // against a hang.
     let t = Instant::now();
     let (code, msg) = rpc_err(encrypt_v2(&c, &vec![1u8; 10 * 1024 * 1024]));
     assert_eq!(code, Code::RESOURCE_EXHAUSTED, "{msg}");
-    assert!(t.elapsed() < DEADLINE);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "a 10 MB message refused after {:?}",
+        t.elapsed()
+    );
     // A uid that is not a UUID (control characters, 10 KiB) is fine, and
     // logged cut and cleaned.
     let mut r = v2::EncryptRequest::new();
