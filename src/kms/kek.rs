@@ -121,9 +121,7 @@ impl Keks {
     /// wrapped before, which read like any DEK.
     pub(super) fn refuse_wrapped_kek(&self, key: &KeyName, ct: &VaultCiphertext) -> Result<(), KmsError> {
         if lock(&self.cache).held.contains_key(&cache_id(key, ct)) {
-            return Err(KmsError::Invalid(
-                "the ciphertext is a wrapped local KEK, not a DEK: a KEK never leaves the plugin".into(),
-            ));
+            return Err(super::not_a_dek());
         }
         Ok(())
     }

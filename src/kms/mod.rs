@@ -340,14 +340,18 @@ impl Kms {
     }
 }
 
+/// Decrypt's refusal of a wrapped local KEK, by its tag or because this
+/// plugin holds it (`Keks::refuse_wrapped_kek`): one message for both.
+fn not_a_dek() -> KmsError {
+    KmsError::Invalid("the ciphertext is a wrapped local KEK, not a DEK: a KEK never leaves the plugin".into())
+}
+
 /// The DEK in a decrypted transit plaintext, if it was made for `purpose`
 /// or carries no tag (made before tags existed).
 fn only_for(plaintext: &[u8], purpose: Purpose) -> Result<Vec<u8>, KmsError> {
     match purpose::read(plaintext) {
         (p, body) if p == purpose || p == Purpose::Untagged => Ok(body.to_vec()),
-        (Purpose::Kek, _) => Err(KmsError::Invalid(
-            "the ciphertext is a wrapped local KEK, not a DEK: a KEK never leaves the plugin".into(),
-        )),
+        (Purpose::Kek, _) => Err(not_a_dek()),
         (other, _) => Err(KmsError::Invalid(format!(
             "the ciphertext holds {}, made through the other KMS API: each API opens only what it made",
             other.name()
