@@ -7,10 +7,19 @@
 # runs tests/e2e/ (cargo test --test e2e): every check starts OpenBao, etcd,
 # the plugin and kube-apiserver on loopback ports, configured from deploy/.
 #
+# The image checks (tests/e2e/podman.rs, tests/e2e/static_pod.rs) run the
+# image of the air-gapped bundle (scripts/build-image.sh) under podman, and
+# under containerd with a real kubelet, with a pause image built here from
+# tests/e2e/pause/pause.c (no registry is reachable).
+#
 # usage: scripts/e2e.sh [--build-only] [CARGO_TEST_FILTER]
 #   --build-only   build (or find cached) the Go binaries, print versions, stop
 # environment:
-#   TROUSSEAU_BIN  the plugin binary to test (default: cargo build --release)
+#   TROUSSEAU_BIN    the plugin binary to test (default: the bundle's, else
+#                    cargo build --release)
+#   TROUSSEAU_IMAGE  the image archive to test (default:
+#                    target/image/trousseau-image.tar, built by
+#                    scripts/build-image.sh when missing)
 #   E2E_THREADS    checks run at once (default 3; each is one control plane)
 # Ends with "e2e: N passed, N failed"; exits 0 only when every check passed.
 set -euo pipefail
@@ -19,7 +28,8 @@ cd "$(dirname "$0")/.."
 
 BIN="$PWD/target/e2e/bin"
 GO_MODS="$PWD/tests/e2e/go"
-mkdir -p "$BIN"
+CACHE="${E2E_GO_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/trousseau/e2e-bin}"
+mkdir -p "$BIN" "$CACHE"
 
 command -v go >/dev/null || { echo "e2e: Go is required (go not on PATH)" >&2; exit 1; }
 # The modules name go 1.26.0; never fetch another toolchain behind our back.
@@ -31,22 +41,30 @@ mod_version() {
     (cd "$1" && go list -m -f '{{.Version}}' "$2")
 }
 
-# build_tool DIR NAME PKG [LDFLAGS]: builds PKG (a main package of a module
-# pinned in DIR/go.mod) as $BIN/NAME, unless the binary there was built from
-# the same go.mod, go.sum, Go version and flags.
+# build_tool DIR MODULE NAME PKG [LDFLAGS]: builds PKG (a main package of
+# MODULE, pinned in DIR/go.mod) into the cache directory of MODULE's
+# version, unless the binary there was built with the same Go version and
+# flags, and links it as $BIN/NAME. The cache is keyed by version, not by
+# go.mod's hash: adding a tool to a go.mod (kubelet, kubeadm) must not
+# rebuild the others, and a module version fixes its own dependencies.
 build_tool() {
-    local dir="$1" name="$2" pkg="$3" ldflags="-s -w ${4:-}"
-    local stamp
-    stamp="$(cat "$dir/go.mod" "$dir/go.sum" | sha256sum | cut -c1-16) $(go env GOVERSION) $pkg $ldflags"
-    if [ -x "$BIN/$name" ] && [ "$(cat "$BIN/.$name.stamp" 2>/dev/null)" = "$stamp" ]; then
-        echo "==> $name: cached" >&2
-        return
+    local dir="$1" module="$2" name="$3" pkg="$4" ldflags="-s -w ${5:-}"
+    local version stamp cached
+    version="$(mod_version "$dir" "$module")"
+    cached="$CACHE/${module//\//_}@$version"
+    stamp="$(go env GOVERSION) $pkg $ldflags"
+    mkdir -p "$cached"
+    if [ -x "$cached/$name" ] && [ "$(cat "$cached/.$name.stamp" 2>/dev/null)" = "$stamp" ]; then
+        echo "==> $name: cached ($cached)" >&2
+    else
+        echo "==> building $name from $pkg $version" >&2
+        local start=$SECONDS
+        (cd "$dir" && go build -trimpath -ldflags="$ldflags" -o "$cached/$name.tmp" "$pkg")
+        mv "$cached/$name.tmp" "$cached/$name"
+        echo "$stamp" > "$cached/.$name.stamp"
+        echo "==> $name built in $((SECONDS - start))s" >&2
     fi
-    echo "==> building $name from $pkg" >&2
-    local start=$SECONDS
-    (cd "$dir" && go build -trimpath -ldflags="$ldflags" -o "$BIN/$name" "$pkg")
-    echo "$stamp" > "$BIN/.$name.stamp"
-    echo "==> $name built in $((SECONDS - start))s" >&2
+    ln -sfn "$cached/$name" "$BIN/$name"
 }
 
 build_go_tools() {
@@ -61,23 +79,69 @@ build_go_tools() {
     kv="$kv -X k8s.io/component-base/version.gitMinor=${v#* } -X k8s.io/component-base/version.gitTreeState=clean"
     kv="$kv -X k8s.io/client-go/pkg/version.gitVersion=$kube -X k8s.io/client-go/pkg/version.gitMajor=${v% *}"
     kv="$kv -X k8s.io/client-go/pkg/version.gitMinor=${v#* } -X k8s.io/client-go/pkg/version.gitTreeState=clean"
-    build_tool "$GO_MODS/kube" kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$kv"
-    build_tool "$GO_MODS/kube" kubectl k8s.io/kubernetes/cmd/kubectl "$kv"
-    build_tool "$GO_MODS/etcd" etcd go.etcd.io/etcd/server/v3
-    build_tool "$GO_MODS/etcd" etcdctl go.etcd.io/etcd/etcdctl/v3
+    local k=k8s.io/kubernetes e=go.etcd.io/etcd/server/v3
+    build_tool "$GO_MODS/kube" $k kube-apiserver $k/cmd/kube-apiserver "$kv"
+    build_tool "$GO_MODS/kube" $k kubectl $k/cmd/kubectl "$kv"
+    # The node side of the static-pod checks (tests/e2e/static_pod.rs):
+    # kubelet runs deploy/kubeadm/trousseau.yaml, kubeadm renders the
+    # control-plane manifests from deploy/kubeadm/kubeadm-config.yaml.
+    build_tool "$GO_MODS/kube" $k kubelet $k/cmd/kubelet "$kv"
+    build_tool "$GO_MODS/kube" $k kubeadm $k/cmd/kubeadm "$kv"
+    build_tool "$GO_MODS/etcd" $e etcd $e
+    build_tool "$GO_MODS/etcd" $e etcdctl go.etcd.io/etcd/etcdctl/v3
     # helm's own release build stamps its version, and the Kubernetes
     # version `helm template` assumes (else 1.20): make it the apiserver's.
     local hv="-X helm.sh/helm/v3/internal/version.version=$helm"
     for p in pkg/chartutil pkg/lint/rules; do
         hv="$hv -X helm.sh/helm/v3/$p.k8sVersionMajor=${v% *} -X helm.sh/helm/v3/$p.k8sVersionMinor=${v#* }"
     done
-    build_tool "$GO_MODS/helm" helm helm.sh/helm/v3/cmd/helm "$hv"
+    build_tool "$GO_MODS/helm" helm.sh/helm/v3 helm helm.sh/helm/v3/cmd/helm "$hv"
     echo "==> e2e binaries ($(go env GOVERSION)):"
     echo "    $("$BIN/kube-apiserver" --version)"
     echo "    kubectl $("$BIN/kubectl" version --client -o json | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p' | head -1)"
+    echo "    $("$BIN/kubelet" --version)"
+    echo "    kubeadm $("$BIN/kubeadm" version -o short)"
     echo "    etcd $("$BIN/etcd" --version | sed -n 's/^etcd Version: //p')"
     echo "    etcdctl $("$BIN/etcdctl" version | sed -n 's/^etcdctl version: //p')"
     echo "    helm $("$BIN/helm" version --template '{{.Version}}')"
+}
+
+# podman, runc and containerd (with ctr) from Debian, and the CNI plugins
+# (the loopback one) containerd's CRI needs: checked first, installed once.
+ensure_container_tools() {
+    local missing=()
+    command -v podman >/dev/null || missing+=(podman)
+    [ -x /usr/sbin/runc ] || missing+=(runc)
+    command -v containerd >/dev/null && command -v ctr >/dev/null || missing+=(containerd)
+    [ -x /usr/lib/cni/loopback ] || missing+=(containernetworking-plugins)
+    command -v gcc >/dev/null || missing+=(gcc)
+    [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "==> installing ${missing[*]} with apt-get" >&2
+        apt_install "${missing[@]}"
+    fi
+}
+
+# The sandbox image kubeadm 1.37 names (registry.k8s.io/pause:3.10.2), built
+# FROM scratch around tests/e2e/pause/pause.c compiled static, saved as an
+# OCI archive for `ctr images import`. podman keeps its storage in a
+# temporary directory of its own (removed at the end) and reads
+# tests/e2e/containers.conf.
+build_pause_image() {
+    local out="$PWD/target/e2e/pause-image.tar" tmp
+    if [ -f "$out" ] && [ "$out" -nt tests/e2e/pause/pause.c ]; then return; fi
+    tmp="$(mktemp -d /tmp/tpz.XXXXXX)"
+    gcc -static -Os -o "$tmp/pause" tests/e2e/pause/pause.c
+    strip "$tmp/pause"
+    printf 'FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n' > "$tmp/Containerfile"
+    local podman=(env CONTAINERS_CONF="$PWD/tests/e2e/containers.conf" podman
+        --root "$tmp/root" --runroot "$tmp/run" --tmpdir "$tmp/tmp")
+    "${podman[@]}" build -q --timestamp 0 -t registry.k8s.io/pause:3.10.2 "$tmp" >/dev/null
+    rm -f "$out"
+    "${podman[@]}" save -q --format oci-archive -o "$out" registry.k8s.io/pause:3.10.2
+    "${podman[@]}" rmi -a -f >/dev/null 2>&1 || true
+    rm -rf "$tmp"
+    echo "==> pause image: $out" >&2
 }
 
 build_only=""
@@ -97,6 +161,18 @@ ensure_build_deps
 ensure_bao
 BAO_BIN="$(find_bao)"
 export BAO_BIN
+ensure_container_tools
+build_pause_image
+TROUSSEAU_IMAGE="${TROUSSEAU_IMAGE:-$PWD/target/image/trousseau-image.tar}"
+if [ ! -f "$TROUSSEAU_IMAGE" ]; then
+    echo "==> no image at $TROUSSEAU_IMAGE: scripts/build-image.sh" >&2
+    scripts/build-image.sh
+    TROUSSEAU_IMAGE="$PWD/target/image/trousseau-image.tar"
+    TROUSSEAU_BIN="${TROUSSEAU_BIN:-$PWD/target/image/trousseau}"
+fi
+TROUSSEAU_IMAGE="$(realpath "$TROUSSEAU_IMAGE")"
+echo "==> image under test: $TROUSSEAU_IMAGE" >&2
+export TROUSSEAU_IMAGE E2E_PAUSE_IMAGE="$PWD/target/e2e/pause-image.tar"
 if [ -z "${TROUSSEAU_BIN:-}" ]; then
     echo "==> cargo build --release (the plugin under test)" >&2
     cargo build --locked --release --bin trousseau

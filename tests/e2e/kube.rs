@@ -441,7 +441,7 @@ impl Drop for Apiserver {
 }
 
 /// SIGTERM by pid, then SIGKILL if it has not exited within [`STOP_GRACE`].
-fn stop_child(child: &mut Option<Child>) {
+pub fn stop_child(child: &mut Option<Child>) {
     let Some(mut c) = child.take() else { return };
     let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
     let start = Instant::now();
@@ -455,11 +455,11 @@ fn stop_child(child: &mut Option<Child>) {
     let _ = c.wait();
 }
 
-fn read(p: &Path) -> String {
+pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
-fn tail(text: &str, n: usize) -> String {
+pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -467,7 +467,7 @@ fn tail(text: &str, n: usize) -> String {
 /// An HTTPS client for the Kubernetes API that verifies the serving cert
 /// against the test CA and authenticates with the test client cert.
 pub struct Api {
-    base: String,
+    pub base: String,
     agent: ureq::Agent,
 }
 

@@ -8,6 +8,9 @@
 #[path = "../integration/harness/mod.rs"]
 mod harness;
 mod kube;
+mod kubeadm;
+mod node;
+mod shipped;
 mod stack;
 
 mod at_rest;
@@ -17,7 +20,9 @@ mod local_kek;
 mod manifests;
 mod migration;
 mod plugin_states;
+mod podman;
 mod rotation;
+mod static_pod;
 mod v1;
 
 use harness::dek;
