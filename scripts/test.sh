@@ -3,13 +3,16 @@
 # OpenBao's `bao` server, Python parsers for /metrics and YAML) and runs every test: unit tests, and integration
 # tests that start real OpenBao servers on loopback ports and drive the real
 # plugin binary over its Unix socket. CI runs exactly this (.ci/run).
-# In CI (CI=true), or with OFFLINE_BUILD=1, it also proves the air-gapped
-# build: scripts/offline-build.sh builds the release binary from vendored
-# sources with a fresh CARGO_HOME and no network (several minutes cold).
 # The fuzz targets (fuzz/, outside the main build) run 10 s each.
-# Then the end-to-end suite (scripts/e2e.sh: real kube-apiserver and etcd
-# built from their Go modules) runs on that same release binary. Without Go
-# it is skipped with one line saying so, except in CI, where that fails.
+# Then the air-gapped image (scripts/build-image.sh): the static musl
+# binary built from vendored sources with no network, the image FROM
+# scratch around it, and the bundle in target/image/ (about 8 minutes cold).
+# In CI (CI=true), or with REPRODUCIBLE=1, a second independent build must
+# give the same binary and image digest (as long again).
+# Then the end-to-end suite (scripts/e2e.sh: real kube-apiserver, etcd,
+# kubelet and kubeadm built from their Go modules, containerd and podman
+# from Debian) runs on that binary and that image. Without Go it is skipped
+# with one line saying so, except in CI, where that fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -49,18 +52,20 @@ set -e
 echo "==> fuzzing (scripts/fuzz.sh 10)"
 scripts/fuzz.sh 10 || { echo "fuzz FAILED"; [ "$status" != 0 ] || status=1; }
 release=""
-if [ "${CI:-}" = true ] || [ -n "${OFFLINE_BUILD:-}" ]; then
-    echo "==> air-gapped build (scripts/offline-build.sh --release)"
-    if OFFLINE_BUILD_OUT="$PWD/target/e2e/trousseau-offline-release" scripts/offline-build.sh --release; then
-        release="$PWD/target/e2e/trousseau-offline-release"
-    else
-        echo "offline build FAILED"; [ "$status" != 0 ] || status=1
-    fi
+image=""
+repro=()
+if [ "${CI:-}" = true ] || [ -n "${REPRODUCIBLE:-}" ]; then repro=(--check-reproducible); fi
+echo "==> air-gapped image (scripts/build-image.sh${repro[*]:+ ${repro[*]}})"
+if scripts/build-image.sh "${repro[@]}"; then
+    release="$PWD/target/image/trousseau"
+    image="$PWD/target/image/trousseau-image.tar"
+else
+    echo "image build FAILED"; [ "$status" != 0 ] || status=1
 fi
 if command -v go >/dev/null; then
     echo "==> end-to-end suite (scripts/e2e.sh)"
     set +e
-    TROUSSEAU_BIN="$release" scripts/e2e.sh 2>&1 | tee -a "$log"
+    TROUSSEAU_BIN="$release" TROUSSEAU_IMAGE="$image" scripts/e2e.sh 2>&1 | tee -a "$log"
     e2e_status=${PIPESTATUS[0]}
     set -e
     [ "$e2e_status" = 0 ] || { [ "$status" != 0 ] || status=$e2e_status; }
