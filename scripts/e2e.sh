@@ -128,19 +128,26 @@ ensure_container_tools() {
 # temporary directory of its own (removed at the end) and reads
 # tests/e2e/containers.conf.
 build_pause_image() {
-    local out="$PWD/target/e2e/pause-image.tar" tmp
+    local out="$PWD/target/e2e/pause-image.tar" tmp p
     if [ -f "$out" ] && [ "$out" -nt tests/e2e/pause/pause.c ]; then return; fi
+    # What podman writes outside its flags' directories (tests/e2e/podman.rs):
+    # removed afterwards if this made them.
+    local made=()
+    for p in /run/containers /run/runc /var/lib/containers; do [ -e "$p" ] || made+=("$p"); done
     tmp="$(mktemp -d /tmp/tpz.XXXXXX)"
+    mkdir -p "$tmp/tmp" "$tmp/net"
     gcc -static -Os -o "$tmp/pause" tests/e2e/pause/pause.c
     strip "$tmp/pause"
     printf 'FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n' > "$tmp/Containerfile"
-    local podman=(env CONTAINERS_CONF="$PWD/tests/e2e/containers.conf" podman
-        --root "$tmp/root" --runroot "$tmp/run" --tmpdir "$tmp/tmp")
+    local podman=(env CONTAINERS_CONF="$PWD/tests/e2e/containers.conf" TMPDIR="$tmp/tmp" podman
+        --root "$tmp/root" --runroot "$tmp/run" --tmpdir "$tmp/tmp" --network-config-dir "$tmp/net"
+        --runtime-flag "root=$tmp/runc")
     "${podman[@]}" build -q --timestamp 0 -t registry.k8s.io/pause:3.10.2 "$tmp" >/dev/null
     rm -f "$out"
     "${podman[@]}" save -q --format oci-archive -o "$out" registry.k8s.io/pause:3.10.2
     "${podman[@]}" rmi -a -f >/dev/null 2>&1 || true
     rm -rf "$tmp"
+    for p in "${made[@]}"; do rm -rf "$p"; done
     echo "==> pause image: $out" >&2
 }
 

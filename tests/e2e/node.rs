@@ -41,8 +41,8 @@ pub struct Node {
     containerd: Option<Child>,
     kubelet: Option<Child>,
     kubelet_args: Vec<String>,
-    /// Fixed paths that did not exist before this node started.
-    created: Vec<PathBuf>,
+    /// Fixed paths kubelet writes, removed on drop if this node made them.
+    _fixed: FixedPaths,
 }
 
 impl Node {
@@ -55,11 +55,7 @@ impl Node {
         for d in ["cni", "manifests", "pod-logs", "volume-plugins"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
-        let created = KUBELET_FIXED_PATHS
-            .iter()
-            .map(PathBuf::from)
-            .filter(|p| !p.exists())
-            .collect();
+        let fixed = FixedPaths::note(KUBELET_FIXED_PATHS);
         let socket = dir.join("containerd.sock");
         write_containerd_config(&dir, &socket);
         let (port, healthz) = (free_port(), free_port());
@@ -81,7 +77,7 @@ impl Node {
             containerd: None,
             kubelet: None,
             kubelet_args,
-            created,
+            _fixed: fixed,
         };
         node.start_containerd();
         for image in images {
@@ -245,7 +241,23 @@ impl Drop for Node {
         }
         self.power_off();
         unmount_under(&self.dir);
-        for p in &self.created {
+    }
+}
+
+/// Host paths a tool writes whatever its flags say: those that did not
+/// exist when noted are removed on drop (after the tool has stopped: keep
+/// this value in a field declared after the tool's).
+pub struct FixedPaths(Vec<PathBuf>);
+
+impl FixedPaths {
+    pub fn note(paths: &[&str]) -> FixedPaths {
+        FixedPaths(paths.iter().map(PathBuf::from).filter(|p| !p.exists()).collect())
+    }
+}
+
+impl Drop for FixedPaths {
+    fn drop(&mut self) {
+        for p in &self.0 {
             let _ = std::fs::remove_dir_all(p);
         }
     }

@@ -27,11 +27,19 @@ const SOCKET_UP: Duration = Duration::from_secs(60);
 /// The uid the image runs as (`USER 65532:65532`, distroless `nonroot`).
 const NONROOT: u32 = 65532;
 
+/// What podman 4.3 writes outside its --root, --runroot and --tmpdir
+/// whatever its flags say: netavark's run directory, the blob-info cache
+/// under /var/lib/containers, and (empty) runc's default root. (Its network configuration goes to
+/// `--network-config-dir`, runc's state to `--runtime-flag root=`, and
+/// image copies to `TMPDIR`.)
+const PODMAN_FIXED_PATHS: &[&str] = &["/run/containers", "/run/runc", "/var/lib/containers"];
+
 struct Podman {
     dir: PathBuf,
     /// podman refuses a runroot path over 50 characters: this one is short
     /// and in /tmp, removed on drop.
     run: PathBuf,
+    _fixed: crate::node::FixedPaths,
 }
 
 impl Podman {
@@ -43,8 +51,9 @@ impl Podman {
         let p = Podman {
             dir: dir.join("podman"),
             run,
+            _fixed: crate::node::FixedPaths::note(PODMAN_FIXED_PATHS),
         };
-        for d in ["root", "tmp"] {
+        for d in ["root", "tmp", "networks"] {
             std::fs::create_dir_all(p.dir.join(d)).unwrap();
         }
         std::fs::create_dir_all(&p.run).unwrap();
@@ -59,9 +68,18 @@ impl Podman {
             "CONTAINERS_CONF",
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/containers.conf"),
         )
-        .args(["--root", &d("root"), "--tmpdir", &d("tmp")])
+        .env("TMPDIR", d("tmp"))
+        .args([
+            "--root",
+            &d("root"),
+            "--tmpdir",
+            &d("tmp"),
+            "--network-config-dir",
+            &d("networks"),
+        ])
         .arg("--runroot")
         .arg(&self.run)
+        .arg(format!("--runtime-flag=root={}/runc", self.run.display()))
         .args(args);
         run_bounded(c, None, PODMAN_RUN)
     }
