@@ -122,33 +122,75 @@ ensure_container_tools() {
     fi
 }
 
-# The sandbox image kubeadm 1.37 names (registry.k8s.io/pause:3.10.2), built
-# FROM scratch around tests/e2e/pause/pause.c compiled static, saved as an
-# OCI archive for `ctr images import`. podman keeps its storage in a
-# temporary directory of its own (removed at the end) and reads
-# tests/e2e/containers.conf.
-build_pause_image() {
-    local out="$PWD/target/e2e/pause-image.tar" tmp p
-    if [ -f "$out" ] && [ "$out" -nt tests/e2e/pause/pause.c ]; then return; fi
-    # What podman writes outside its flags' directories (tests/e2e/podman.rs):
-    # removed afterwards if this made them.
-    local made=()
+# podman_scratch_image TAG OUT CONTEXT: builds CONTEXT (a FROM scratch
+# Containerfile beside it, CONTEXT.Containerfile) into image TAG and saves it
+# as the OCI archive OUT, for `ctr images import`. podman keeps its storage
+# in a temporary directory of its own (removed at the end), reads
+# tests/e2e/containers.conf, and writes nothing outside its flags'
+# directories; what it makes whatever its flags say (tests/e2e/podman.rs) is
+# removed afterwards if this made it.
+podman_scratch_image() {
+    local tag="$1" out="$2" ctx="$3" tmp p made=()
     for p in /run/containers /run/runc /var/lib/containers; do [ -e "$p" ] || made+=("$p"); done
     tmp="$(mktemp -d /tmp/tpz.XXXXXX)"
     mkdir -p "$tmp/tmp" "$tmp/net"
-    gcc -static -Os -o "$tmp/pause" tests/e2e/pause/pause.c
-    strip "$tmp/pause"
-    printf 'FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n' > "$tmp/Containerfile"
     local podman=(env CONTAINERS_CONF="$PWD/tests/e2e/containers.conf" TMPDIR="$tmp/tmp" podman
         --root "$tmp/root" --runroot "$tmp/run" --tmpdir "$tmp/tmp" --network-config-dir "$tmp/net"
         --runtime-flag "root=$tmp/runc")
-    "${podman[@]}" build -q --timestamp 0 -t registry.k8s.io/pause:3.10.2 "$tmp" >/dev/null
+    "${podman[@]}" build -q --timestamp 0 -t "$tag" -f "$ctx.Containerfile" "$ctx" >/dev/null
     rm -f "$out"
-    "${podman[@]}" save -q --format oci-archive -o "$out" registry.k8s.io/pause:3.10.2
+    "${podman[@]}" save -q --format oci-archive -o "$out" "$tag"
     "${podman[@]}" rmi -a -f >/dev/null 2>&1 || true
     rm -rf "$tmp"
     for p in "${made[@]}"; do rm -rf "$p"; done
-    echo "==> pause image: $out" >&2
+    echo "==> image $tag: $out" >&2
+}
+
+# The sandbox image kubeadm 1.37 names (registry.k8s.io/pause:3.10.2), built
+# FROM scratch around tests/e2e/pause/pause.c compiled static.
+build_pause_image() {
+    local out="$PWD/target/e2e/pause-image.tar" ctx
+    if [ -f "$out" ] && [ "$out" -nt tests/e2e/pause/pause.c ]; then return; fi
+    ctx="$(mktemp -d /tmp/tpc.XXXXXX)"
+    gcc -static -Os -o "$ctx/pause" tests/e2e/pause/pause.c
+    strip "$ctx/pause"
+    printf 'FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n' > "$ctx.Containerfile"
+    podman_scratch_image registry.k8s.io/pause:3.10.2 "$out" "$ctx"
+    rm -rf "$ctx" "$ctx.Containerfile"
+}
+
+# kube-apiserver and etcd as images, for the static pods kubeadm renders
+# (tests/e2e/kubeadm.rs): FROM scratch around the binaries built above, with
+# the shared libraries they link (glibc's libc and loader, copied from this
+# machine), tagged as kubeadm names them: registry.k8s.io/kube-apiserver:
+# <version>, and registry.k8s.io/etcd:<version> (ClusterConfiguration's
+# etcd.local.imageTag, set by the test to the etcd built here). PATH is set
+# since the manifests' `command:` names the bare binary.
+build_control_plane_images() {
+    local kube etcd name tag out ctx lib
+    kube="$(mod_version "$GO_MODS/kube" k8s.io/kubernetes)"
+    etcd="$(mod_version "$GO_MODS/etcd" go.etcd.io/etcd/server/v3)"
+    for name in kube-apiserver etcd; do
+        case "$name" in
+        kube-apiserver) tag="registry.k8s.io/kube-apiserver:$kube" ;;
+        etcd) tag="registry.k8s.io/etcd:${etcd#v}" ;;
+        esac
+        out="$PWD/target/e2e/$name-image.tar"
+        if [ -f "$out" ] && [ "$out" -nt "$BIN/$name" ] && [ "$(cat "$out.tag" 2>/dev/null)" = "$tag" ]; then
+            continue
+        fi
+        ctx="$(mktemp -d /tmp/tpc.XXXXXX)"
+        mkdir -p "$ctx/usr/local/bin"
+        cp "$(realpath "$BIN/$name")" "$ctx/usr/local/bin/$name"
+        for lib in $(ldd "$BIN/$name" | grep -o '/[^ ]*' | sort -u); do
+            mkdir -p "$ctx$(dirname "$lib")"
+            cp -L "$lib" "$ctx$lib"
+        done
+        printf 'FROM scratch\nCOPY . /\nENV PATH=/usr/local/bin\n' > "$ctx.Containerfile"
+        podman_scratch_image "$tag" "$out" "$ctx"
+        echo "$tag" > "$out.tag"
+        rm -rf "$ctx" "$ctx.Containerfile"
+    done
 }
 
 build_only=""
@@ -170,6 +212,7 @@ BAO_BIN="$(find_bao)"
 export BAO_BIN
 ensure_container_tools
 build_pause_image
+build_control_plane_images
 TROUSSEAU_IMAGE="${TROUSSEAU_IMAGE:-$PWD/target/image/trousseau-image.tar}"
 if [ ! -f "$TROUSSEAU_IMAGE" ]; then
     echo "==> no image at $TROUSSEAU_IMAGE: scripts/build-image.sh" >&2

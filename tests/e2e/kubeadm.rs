@@ -9,22 +9,27 @@
 //! local`, with `--dry-run`, which writes them to `KUBEADM_INIT_DRYRUN_DIR`
 //! instead of /etc/kubernetes/manifests).
 //!
-//! etcd and kube-apiserver then run as processes with exactly the command
-//! lines of those manifests, each container path in them turned into the
-//! host path its manifest mounts there. The two host paths our fragment
-//! fixes, `/etc/kubernetes/enc` and `/var/run/kmsplugin`, are the test's
-//! own directories ([`HOST_PATHS`]). The EncryptionConfiguration placed in
-//! the `enc` directory is `deploy/encryption-config-v2.yaml` with its
-//! endpoint seen through the same mount.
+//! The kubelet of [`crate::node::Node`] then runs those two manifests as
+//! static pods, beside ours, from images built here `FROM scratch` around
+//! the binaries of this suite, tagged as kubeadm names them
+//! (`scripts/e2e.sh`, `build_control_plane_images`). The test changes the
+//! rendered manifests in two ways only: the two host paths our fragment
+//! fixes, `/etc/kubernetes/enc` and `/var/run/kmsplugin`, become the
+//! test's own directories ([`HOST_PATHS`]), and the apiserver's probes ask
+//! 127.0.0.1 (kubeadm points them at `advertiseAddress`, which is not where
+//! this apiserver listens; a real cluster would use kubeadm `patches` the
+//! same way, e2e.md). The EncryptionConfiguration placed in the `enc`
+//! directory is `deploy/encryption-config-v2.yaml` exactly as shipped: the
+//! apiserver sees the plugin's socket at the path it names.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::harness::{free_port, test_python};
-use crate::kube::{bin, deploy, read, run_bounded, stop_child, tail};
+use crate::kube::{bin, deploy, read, run_bounded};
 use crate::node::NODE_NAME;
 
 /// One kubeadm phase; measured here: under 2 s each (certs the longest).
@@ -50,6 +55,7 @@ pub const LOOPBACK_FIELDS: &[&str] = &[
     "InitConfiguration.nodeRegistration.name: e2e-node",
     "ClusterConfiguration.kubernetesVersion: the version of the binaries",
     "ClusterConfiguration.certificatesDir and etcd.local.dataDir: in the test's directory",
+    "ClusterConfiguration.etcd.local.imageTag: the version of the etcd built here",
     "ClusterConfiguration.etcd.local.extraArgs: client, peer and metrics URLs on free loopback ports",
     "ClusterConfiguration.apiServer.extraArgs (added to ours): advertise-address and bind-address 127.0.0.1, endpoint-reconciler-type none (the lease reconciler refuses a loopback address), etcd-servers",
     "ClusterConfiguration.apiServer.certSANs: 127.0.0.1",
@@ -63,27 +69,20 @@ pub struct KubeadmPlane {
     pub admin: PathBuf,
     /// kubelet.conf (user `system:node:e2e-node`), pointed at 127.0.0.1.
     pub kubelet_conf: PathBuf,
-    /// The rendered kube-apiserver manifest, as JSON.
+    /// The rendered kube-apiserver manifest, as JSON, before the test's
+    /// changes.
     pub apiserver_manifest: Value,
+    /// The etcd and kube-apiserver static pods, with the test's changes.
+    static_pods: Vec<(&'static str, Value)>,
     pki: PathBuf,
     etcd_url: String,
-    etcd_args: Vec<String>,
-    api_args: Vec<String>,
-    etcd: Option<Child>,
-    apiserver: Option<Child>,
 }
 
 impl KubeadmPlane {
-    /// Renders everything with kubeadm, writes the EncryptionConfiguration,
-    /// starts etcd and kube-apiserver without waiting for the apiserver.
-    pub fn start(dir: &Path) -> KubeadmPlane {
-        let mut plane = KubeadmPlane::render(dir);
-        plane.start_etcd();
-        plane.start_apiserver();
-        plane
-    }
-
-    fn render(dir: &Path) -> KubeadmPlane {
+    /// Renders everything with kubeadm and places the
+    /// EncryptionConfiguration; [`KubeadmPlane::install`] hands the static
+    /// pods to a kubelet.
+    pub fn render(dir: &Path) -> KubeadmPlane {
         let dir = dir.join("kubeadm");
         std::fs::create_dir_all(&dir).unwrap();
         for (_, ours) in HOST_PATHS {
@@ -127,8 +126,6 @@ impl KubeadmPlane {
         kubeadm(&["init", "phase", "etcd", "local", "--config", &c, "--dry-run"], &out);
         let api_manifest = yaml_to_json(&out.join("kube-apiserver.yaml"));
         let etcd_manifest = yaml_to_json(&out.join("etcd.yaml"));
-        let api_args = command_on_host(&dir, &api_manifest, "kube-apiserver");
-        let etcd_args = command_on_host(&dir, &etcd_manifest, "etcd");
         let local = format!("https://127.0.0.1:{api_port}");
         let rewrite = |name: &str| {
             let p = dir.join(format!("kubeconfigs/{name}"));
@@ -143,25 +140,52 @@ impl KubeadmPlane {
             to
         };
         let (admin, kubelet_conf) = (rewrite("super-admin.conf"), rewrite("kubelet.conf"));
-        // The shipped EncryptionConfiguration where the manifest's mount of
-        // /etc/kubernetes/enc shows it, its endpoint seen the same way.
-        let shipped = std::fs::read_to_string(deploy("encryption-config-v2.yaml")).unwrap();
-        let flag = arg_value(&api_args, "--encryption-provider-config").expect("our flag in the rendered manifest");
-        let endpoint = "unix:///var/run/kmsplugin/kms.sock";
-        assert!(shipped.contains(endpoint), "encryption-config-v2.yaml names {endpoint}");
-        let socket = to_host(&dir, &api_manifest, "/var/run/kmsplugin/kms.sock");
-        std::fs::write(&flag, shipped.replace(endpoint, &format!("unix://{socket}"))).unwrap();
+        // The shipped EncryptionConfiguration, unchanged, where the
+        // manifest's mount of /etc/kubernetes/enc shows it.
+        let c0 = &api_manifest["spec"]["containers"][0];
+        let args: Vec<String> = c0["command"]
+            .as_array()
+            .expect("command")
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        let flag = arg_value(&args, "--encryption-provider-config").expect("our flag in the rendered manifest");
+        let in_enc = flag
+            .strip_prefix("/etc/kubernetes/enc/")
+            .expect("under /etc/kubernetes/enc");
+        std::fs::copy(deploy("encryption-config-v2.yaml"), dir.join("enc").join(in_enc)).unwrap();
+        let mut api_pod = api_manifest.clone();
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            let p = &mut api_pod["spec"]["containers"][0][probe]["httpGet"]["host"];
+            if !p.is_null() {
+                *p = json!("127.0.0.1");
+            }
+        }
+        let mut static_pods = vec![("kube-apiserver", api_pod), ("etcd", etcd_manifest)];
+        for (_, pod) in &mut static_pods {
+            for v in pod["spec"]["volumes"].as_array_mut().into_iter().flatten() {
+                let host = v["hostPath"]["path"].as_str().unwrap_or("").to_owned();
+                if let Some((_, ours)) = HOST_PATHS.iter().find(|(p, _)| *p == host) {
+                    v["hostPath"]["path"] = json!(dir.join(ours));
+                }
+            }
+        }
         KubeadmPlane {
             pki: dir.join("pki"),
             dir,
             admin,
             kubelet_conf,
             apiserver_manifest: api_manifest,
+            static_pods,
             etcd_url,
-            etcd_args,
-            api_args,
-            etcd: None,
-            apiserver: None,
+        }
+    }
+
+    /// Writes the etcd and kube-apiserver static pods into a kubelet's
+    /// manifest directory.
+    pub fn install(&self, manifests: &Path) {
+        for (name, pod) in &self.static_pods {
+            std::fs::write(manifests.join(format!("{name}.yaml")), pod.to_string()).unwrap();
         }
     }
 
@@ -174,36 +198,18 @@ impl KubeadmPlane {
         self.dir.join(ours)
     }
 
-    pub fn start_etcd(&mut self) {
-        self.etcd = Some(spawn(&self.dir, bin("etcd"), &self.etcd_args, "etcd.log"));
-    }
-
-    pub fn start_apiserver(&mut self) {
-        self.apiserver = Some(spawn(&self.dir, bin("kube-apiserver"), &self.api_args, "apiserver.log"));
-    }
-
-    pub fn stop_apiserver(&mut self) {
-        stop_child(&mut self.apiserver);
-    }
-
-    pub fn stop_etcd(&mut self) {
-        stop_child(&mut self.etcd);
-    }
-
     /// Waits until `/readyz` answers ok; returns how long that took.
-    pub fn wait_ready(&mut self, bound: Duration) -> Duration {
+    pub fn wait_ready(&self, bound: Duration) -> Duration {
         let start = Instant::now();
         loop {
-            if let Some(st) = self.apiserver.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("kube-apiserver exited with {st}:\n{}", tail(&self.apiserver_log(), 60));
-            }
             if self.kubectl(&["get", "--raw", "/readyz"]).status.success() {
                 return start.elapsed();
             }
             assert!(
                 start.elapsed() < bound,
-                "kube-apiserver not ready after {bound:?}: {}",
-                String::from_utf8_lossy(&self.kubectl(&["get", "--raw", "/readyz?verbose"]).stdout)
+                "kube-apiserver not ready after {bound:?}: {}\n{}",
+                String::from_utf8_lossy(&self.kubectl(&["get", "--raw", "/readyz?verbose"]).stdout),
+                self.apiserver_log()
             );
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -289,35 +295,36 @@ impl KubeadmPlane {
         v
     }
 
+    /// The last lines of the kube-apiserver container's logs (kubelet's
+    /// pod logs, beside this directory).
     pub fn apiserver_log(&self) -> String {
-        read(&self.dir.join("apiserver.log"))
+        let logs = self.dir.with_file_name("node").join("pod-logs");
+        let Ok(pods) = std::fs::read_dir(&logs) else {
+            return String::new();
+        };
+        let mut text = String::new();
+        for pod in pods
+            .flatten()
+            .filter(|p| p.file_name().to_string_lossy().contains("kube-apiserver"))
+        {
+            for f in std::fs::read_dir(pod.path().join("kube-apiserver"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                text += &crate::kube::tail(&read(&f.path()), 30);
+            }
+        }
+        text
     }
 }
 
 impl Drop for KubeadmPlane {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- kube-apiserver ----\n{}", tail(&self.apiserver_log(), 40));
+            eprintln!("---- kube-apiserver ----\n{}", self.apiserver_log());
         }
-        stop_child(&mut self.apiserver);
-        stop_child(&mut self.etcd);
     }
-}
-
-fn spawn(dir: &Path, bin: PathBuf, args: &[String], log: &str) -> Child {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(log))
-        .unwrap();
-    Command::new(bin)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .expect("start a control-plane process")
 }
 
 fn kubeadm(args: &[&str], dry_run_dir: &Path) {
@@ -358,7 +365,8 @@ fn cluster_config(dir: &Path, api_port: u16, etcd_url: &str, peer: u16, metrics:
     cluster["kubernetesVersion"] = json!(version);
     cluster["certificatesDir"] = json!(dir.join("pki"));
     let peer_url = format!("https://127.0.0.1:{peer}");
-    cluster["etcd"] = json!({"local": {"dataDir": dir.join("etcd"), "extraArgs": [
+    let etcd_version = crate::node::etcd_version();
+    cluster["etcd"] = json!({"local": {"dataDir": dir.join("etcd"), "imageTag": etcd_version, "extraArgs": [
         arg("listen-client-urls", etcd_url), arg("advertise-client-urls", etcd_url),
         arg("listen-peer-urls", &peer_url), arg("initial-advertise-peer-urls", &peer_url),
         arg("initial-cluster", &format!("{NODE_NAME}={peer_url}")),
@@ -397,54 +405,6 @@ fn yaml_to_json(p: &Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The host path behind `path` inside the manifest's container: its
-/// deepest volume mount, through that volume's hostPath (ours for
-/// [`HOST_PATHS`]).
-fn to_host(dir: &Path, manifest: &Value, path: &str) -> String {
-    let c = &manifest["spec"]["containers"][0];
-    let mount = c["volumeMounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| {
-            let mp = m["mountPath"].as_str().unwrap_or("/nowhere");
-            path == mp || path.starts_with(&format!("{mp}/"))
-        })
-        .max_by_key(|m| m["mountPath"].as_str().map_or(0, str::len));
-    let Some(m) = mount else { return path.to_owned() };
-    let volume = manifest["spec"]["volumes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|v| v["name"] == m["name"])
-        .expect("the mount's volume");
-    let host = volume["hostPath"]["path"].as_str().expect("a hostPath volume");
-    let host = HOST_PATHS
-        .iter()
-        .find(|(p, _)| *p == host)
-        .map_or_else(|| host.to_owned(), |(_, ours)| dir.join(ours).display().to_string());
-    format!("{host}{}", &path[m["mountPath"].as_str().unwrap().len()..])
-}
-
-/// The container's command line (its first element is the binary) with
-/// every absolute path in a flag's value taken to the host.
-fn command_on_host(dir: &Path, manifest: &Value, binary: &str) -> Vec<String> {
-    let cmd = manifest["spec"]["containers"][0]["command"]
-        .as_array()
-        .expect("command");
-    assert_eq!(cmd.first().and_then(Value::as_str), Some(binary));
-    cmd.iter()
-        .skip(1)
-        .map(|a| {
-            let a = a.as_str().expect("string argument");
-            match a.split_once('=') {
-                Some((flag, v)) if v.starts_with('/') => format!("{flag}={}", to_host(dir, manifest, v)),
-                _ => a.to_owned(),
-            }
-        })
-        .collect()
 }
 
 pub fn arg_value(args: &[String], flag: &str) -> Option<String> {

@@ -30,8 +30,14 @@ const CTR_RUN: Duration = Duration::from_secs(60);
 /// The node name, as kubeadm's `nodeRegistration.name` gives it (the
 /// kubelet's client certificate is for `system:node:<name>`).
 pub const NODE_NAME: &str = "e2e-node";
-/// Fixed paths kubelet writes whatever its flags say (e2e.md).
-const KUBELET_FIXED_PATHS: &[&str] = &["/var/lib/kubelet", "/var/log/containers", "/var/log/pods"];
+/// Fixed paths kubelet and containerd write whatever their flags say
+/// (e2e.md; containerd 1.6 puts its shims' sockets in /run/containerd/s/).
+const KUBELET_FIXED_PATHS: &[&str] = &[
+    "/var/lib/kubelet",
+    "/var/log/containers",
+    "/var/log/pods",
+    "/run/containerd",
+];
 
 /// containerd + kubelet, stopped (and their mounts undone) on drop.
 pub struct Node {
@@ -408,4 +414,26 @@ pub fn manifest_image(text: &str) -> String {
 pub fn host_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The version of the etcd under test (`3.6.16`), the tag of its image.
+pub fn etcd_version() -> String {
+    let out = Command::new(bin("etcd"))
+        .arg("--version")
+        .output()
+        .expect("etcd --version");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd Version: "))
+        .expect("etcd Version:")
+        .trim()
+        .to_owned()
+}
+
+/// The OCI archive of a control-plane image scripts/e2e.sh built
+/// (`kube-apiserver`, `etcd`).
+pub fn control_plane_archive(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/e2e/{name}-image.tar"));
+    assert!(p.is_file(), "{} is missing: run scripts/e2e.sh", p.display());
+    p
 }

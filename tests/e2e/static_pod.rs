@@ -1,9 +1,9 @@
 //! The static pod, run by a real kubelet in front of a kubeadm-shaped
 //! control plane (issue 22): containerd with the image imported from the
 //! air-gapped bundle, a kubelet running `deploy/kubeadm/trousseau.yaml` as
-//! shipped (but for [`crate::shipped::SUBSTITUTIONS`]) and registered with
-//! a kube-apiserver configured by kubeadm from our fragment
-//! ([`crate::kubeadm`]). Checks: Secrets encrypted at rest through the pod;
+//! shipped (but for [`crate::shipped::SUBSTITUTIONS`]) beside the
+//! kube-apiserver and etcd static pods kubeadm rendered from our fragment
+//! ([`crate::kubeadm`]), and registered with that apiserver. Checks: Secrets encrypted at rest through the pod;
 //! the plugin's container killed; the node rebooted; the image upgraded by
 //! a new tag; and the probes through a Vault outage.
 
@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::harness::{ProxyMode, TempDir};
 use crate::kube::v2_prefix;
 use crate::kubeadm::{KubeadmPlane, APISERVER_START, HOST_PATHS, LOOPBACK_FIELDS};
-use crate::node::{host_lock, image_archive, manifest_image, pause_archive, Node, NODE_NAME};
+use crate::node::{control_plane_archive, host_lock, image_archive, manifest_image, pause_archive, Node, NODE_NAME};
 use crate::shipped::{static_pod, Vault, SUBSTITUTIONS};
 use crate::stack::{figure, PROVIDER};
 
@@ -54,7 +54,7 @@ fn setup(name: &str) -> Setup {
         eprintln!("substitution: {s}");
     }
     let vault = Vault::start(&d);
-    let plane = KubeadmPlane::start(&d);
+    let plane = KubeadmPlane::render(&d);
     // What our fragment promises the apiserver: the flag and both mounts,
     // read-only, as kubeadm rendered them.
     let c = &plane.apiserver_manifest["spec"]["containers"][0];
@@ -78,9 +78,19 @@ fn setup(name: &str) -> Setup {
     let etc = vault.etc_trousseau(&d);
     let manifest = static_pod(&plane.host_dir("/var/run/kmsplugin"), &etc);
     let image = manifest_image(&manifest);
-    let node = Node::start(&d, &[&image_archive(), &pause_archive()], Some(&plane.kubelet_conf));
+    let images = [
+        image_archive(),
+        pause_archive(),
+        control_plane_archive("kube-apiserver"),
+        control_plane_archive("etcd"),
+    ];
+    let images: Vec<&std::path::Path> = images.iter().map(|p| p.as_path()).collect();
+    let node = Node::start(&d, &images, Some(&plane.kubelet_conf));
+    // Our static pod and kubeadm's two, all at once, as on a node booting:
+    // the apiserver waits for the plugin's socket.
     std::fs::write(node.manifests.join("trousseau.yaml"), manifest).unwrap();
-    let mut s = Setup {
+    plane.install(&node.manifests);
+    let s = Setup {
         node,
         plane,
         vault,
@@ -89,7 +99,7 @@ fn setup(name: &str) -> Setup {
     };
     let ready = s.plane.wait_ready(APISERVER_START);
     figure(&format!(
-        "static pod: apiserver ready {:.1} s after kubelet started",
+        "static pods (trousseau, kube-apiserver, etcd): apiserver ready {:.1} s after kubelet started",
         ready.as_secs_f64()
     ));
     let (_, t) = poll_pod(
@@ -220,19 +230,20 @@ fn static_pod_kubeadm_node_kill_reboot_upgrade() {
         started.elapsed().as_secs_f64()
     ));
 
-    // Node reboot: everything down hard, then up again at once; kubelet
-    // brings the plugin up while the apiserver waits for it.
+    // Node reboot: kubelet, every container (etcd and kube-apiserver
+    // too) and containerd down hard, then up again; kubelet brings all
+    // three static pods up, the apiserver waiting for the plugin.
     s.node.power_off();
-    s.plane.stop_apiserver();
-    s.plane.stop_etcd();
-    s.plane.start_etcd();
+    assert!(
+        s.plane.kubectl(&["get", "--raw", "/readyz"]).status.code() != Some(0),
+        "the apiserver still answers with the node down"
+    );
     s.node.power_on();
-    s.plane.start_apiserver();
     let to_ready = s.plane.wait_ready(APISERVER_START);
     all_read(&s.plane, &secrets);
     all_read(&s.plane, &after_kill);
     figure(&format!(
-        "static pod, node reboot: apiserver ready {:.1} s after kubelet, containerd and the apiserver started again; every Secret reads",
+        "static pod, node reboot: apiserver ready {:.1} s after containerd and kubelet started again; every Secret reads",
         to_ready.as_secs_f64()
     ));
 
