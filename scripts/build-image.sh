@@ -69,7 +69,10 @@ ensure_image_tools
 # ---- what the image is called and stamped with
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
 image_ref="$(sed -n 's/^ *image: *\(ghcr\.io\/[^ ]*\) *$/\1/p' deploy/kubeadm/trousseau.yaml | head -1)"
-[ -n "$version" ] && [ -n "$image_ref" ] || { echo "no version in Cargo.toml or no image in deploy/kubeadm/trousseau.yaml" >&2; exit 1; }
+if [ -z "$version" ] || [ -z "$image_ref" ]; then
+    echo "no version in Cargo.toml or no image in deploy/kubeadm/trousseau.yaml" >&2
+    exit 1
+fi
 if [ "${image_ref##*:}" != "$version" ]; then
     echo "deploy/kubeadm/trousseau.yaml names $image_ref but Cargo.toml's version is $version" >&2
     exit 1
@@ -370,7 +373,7 @@ report "$top/a" "target/image"
 size="$(sed -n 's/^layer-bytes-uncompressed //p' "$out/image-digests.txt")"
 echo "    image size uncompressed: $size bytes ($(awk "BEGIN{printf \"%.2f\", $size/1048576}") MiB; limit 7 MiB); archive $(stat -c %s "$out/trousseau-image.tar") bytes"
 echo "    SBOM: $(grep -c . "$top/a/sbom.txt") crates (target $MUSL, no build or dev dependencies)"
-ls -l "$out" | sed 's/^/    /'
+for f in "$out"/*; do printf '    %10s  %s\n' "$(stat -c %s "$f")" "${f#"$repo"/}"; done
 
 if [ -n "$check" ]; then
     echo "==> --check-reproducible: a second, independent build (own source copy, vendor/, CARGO_HOME, target dir, zig cache, storage)" >&2

@@ -225,7 +225,7 @@ debian_ca_bundle() {
     local f
     : >"$1"
     while IFS= read -r f; do
-        sed -e '$a\' "$f" >>"$1"
+        { cat "$f"; [ -z "$(tail -c1 "$f")" ] || echo; } >>"$1"
     done < <(dpkg -L ca-certificates | grep -E '^/usr/share/ca-certificates/mozilla/.*\.crt$' | LC_ALL=C sort)
     [ -s "$1" ] || { echo "no certificates found in the ca-certificates package" >&2; return 1; }
 }
@@ -284,6 +284,7 @@ containers_run() {
     if [ "$(id -u)" != 0 ]; then "$@"; return; fi
     local over=/var/lib/containers
     [ -d "$over" ] || over=/var/lib
+    # shellcheck disable=SC2016 # $1 and $@ are the inner sh's
     unshare --mount --propagation private sh -c \
         'mount -t tmpfs -o mode=0700,size=64m tmpfs "$1" && mount -t tmpfs -o mode=1777,size=256m tmpfs /var/tmp && shift && exec "$@"' \
         sh "$over" "$@"
