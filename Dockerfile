@@ -1,9 +1,17 @@
 # syntax=docker/dockerfile:1
 #
-# Trousseau image: a fully static musl binary on distroless/static (about
-# 2 MiB of base: CA certificates, /etc/passwd with `nonroot`, tzdata).
+# Trousseau image: a fully static musl binary, FROM scratch, with only
+# /etc/passwd and /etc/group (`nonroot`, 65532) and Debian's CA bundle
+# beside it. No shell, no libc, no package manager.
 #
-#   docker build -t trousseau .
+#   docker build -t ghcr.io/trousseau-io/trousseau:0.1.0 \
+#       --build-arg REVISION="$(git rev-parse HEAD)" \
+#       --build-arg CREATED="$(date -u -d @"$(git log -1 --format=%ct)" +%Y-%m-%dT%H:%M:%SZ)" .
+#
+# Without a registry: scripts/build-image.sh builds the same final stage
+# (it derives its Containerfile from the text of the stage below, so the two
+# cannot drift) around a binary it builds from vendored sources with no
+# network. See docs/building.md, "Air-gapped image".
 #
 # Air-gapped: run scripts/vendor.sh first (on a machine with crates.io); the
 # build context then carries vendor/ and the build runs `cargo --offline`
@@ -52,12 +60,34 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     esac; \
     /trousseau --version
 
-# ---- runtime: no shell, no libc, no package manager.
-# The binary verifies Vault with its bundled Mozilla roots or --vault-cacert;
-# the image's CA bundle (/etc/ssl/certs) is there for tools and mounts.
-FROM gcr.io/distroless/static-debian12:nonroot
-# /usr/local/bin, where deploy/'s manifests and docs call it.
-COPY --from=builder /trousseau /usr/local/bin/trousseau
+# ---- CA bundle: Debian's ca-certificates, as update-ca-certificates writes it.
+FROM debian:12-slim AS certs
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+# ---- runtime: FROM scratch. No shell, no libc, no package manager.
+# scripts/build-image.sh builds this stage, from this text, without a
+# registry: keep it to ARG, COPY, LABEL, USER, ENTRYPOINT and CMD, and keep
+# each COPY --from's source where that script maps it (it fails otherwise).
+FROM scratch
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+# /usr/local/bin, where deploy/'s manifests and docs call it. The binary
+# verifies Vault with its bundled Mozilla roots or --vault-cacert; the CA
+# bundle (/etc/ssl/certs) is there for tools and mounts.
+COPY --from=builder --chmod=0755 /trousseau /usr/local/bin/trousseau
+COPY --from=certs --chmod=0644 /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --chmod=0644 deploy/image/passwd deploy/image/group /etc/
+LABEL org.opencontainers.image.title="trousseau" \
+      org.opencontainers.image.description="Kubernetes KMS plugin backed by Vault/OpenBao transit" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="https://github.com/trousseau-io/trousseau" \
+      org.opencontainers.image.licenses="Apache-2.0"
 # uid/gid 65532 (`nonroot`), numeric so that a pod's runAsNonRoot can be
 # checked by the kubelet. The socket's directory must be writable by that uid: a
 # Deployment can use an emptyDir or a hostPath chowned to 65532 (or

@@ -163,3 +163,129 @@ bench_build() {
         plugin=target/release/trousseau
     fi
 }
+
+# ---- The air-gapped image (scripts/build-image.sh) -------------------------
+
+# The musl route of scripts/build-static.sh: rustup's musl target, zig (pip
+# `ziglang`, into the current Python when pip allows it, else the venv beside
+# OpenBao) and cargo-zigbuild. Each is checked first; a second run pays
+# nothing. Needs the network only when something is missing.
+ensure_musl_zig() {
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/trousseau/venv"
+    if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+        echo "==> rustup target add x86_64-unknown-linux-musl" >&2
+        timeout 600 rustup target add x86_64-unknown-linux-musl # a 40 MB download; 10 min bound
+    fi
+    # cargo-zigbuild runs `python3 -m ziglang` when no `zig` is on PATH.
+    [ -x "$venv/bin/python3" ] && PATH="$venv/bin:$PATH"
+    if ! python3 -m ziglang version >/dev/null 2>&1 && ! command -v zig >/dev/null; then
+        echo "==> installing zig (pip install ziglang)" >&2
+        if ! timeout 600 python3 -m pip install -q ziglang 2>/dev/null; then # ~50 MB wheel; 10 min bound
+            [ -x "$venv/bin/python3" ] || python3 -m venv "$venv" 2>/dev/null \
+                || { apt_install python3-venv && python3 -m venv "$venv"; }
+            timeout 600 "$venv/bin/python3" -m pip install -q ziglang
+            PATH="$venv/bin:$PATH"
+        fi
+    fi
+    export PATH
+    if ! command -v cargo-zigbuild >/dev/null; then
+        echo "==> cargo install --locked cargo-zigbuild" >&2
+        timeout 1800 cargo install --locked cargo-zigbuild # ~3 min on 2 cores; 30 min bound
+    fi
+}
+
+# What build-image.sh needs besides the musl route: buildah (assembles and
+# exports the image), podman (loads the archive back as a check), readelf
+# (binutils), Debian's ca-certificates package (the image's CA bundle is
+# made from its files) and cargo-cyclonedx (the SBOM).
+ensure_image_tools() {
+    local missing=()
+    command -v buildah >/dev/null || missing+=(buildah)
+    command -v podman >/dev/null || missing+=(podman)
+    command -v runc >/dev/null || missing+=(runc)
+    command -v readelf >/dev/null || missing+=(binutils)
+    dpkg -s ca-certificates >/dev/null 2>&1 || missing+=(ca-certificates)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "==> installing ${missing[*]} with apt-get" >&2
+        apt_install "${missing[@]}"
+    fi
+    if ! command -v cargo-cyclonedx >/dev/null; then
+        echo "==> cargo install --locked cargo-cyclonedx" >&2
+        timeout 1800 cargo install --locked cargo-cyclonedx # ~4 min on 2 cores; 30 min bound
+    fi
+}
+
+# Debian's Mozilla CA bundle from the ca-certificates package's own files,
+# the way update-ca-certificates concatenates them (each file in C-locale
+# order, a newline added where one is missing), written to FILE. Not the
+# host's /etc/ssl/certs/ca-certificates.crt: that one also holds whatever
+# local CAs the host added under /usr/local/share/ca-certificates.
+# usage: debian_ca_bundle FILE
+debian_ca_bundle() {
+    local f
+    : >"$1"
+    while IFS= read -r f; do
+        { cat "$f"; [ -z "$(tail -c1 "$f")" ] || echo; } >>"$1"
+    done < <(dpkg -L ca-certificates | grep -E '^/usr/share/ca-certificates/mozilla/.*\.crt$' | LC_ALL=C sort)
+    [ -s "$1" ] || { echo "no certificates found in the ca-certificates package" >&2; return 1; }
+}
+
+# A podman/buildah environment of our own under DIR: storage (vfs) and
+# runroot there, our containers.conf (runc, cgroupfs, file events logger,
+# lowered ulimits, as these machines need; the network config dir there too,
+# else podman creates lock files in /etc/cni/net.d and
+# /etc/containers/networks) and an empty registries.conf, all
+# through environment variables, so nothing under /etc or /var/lib/containers
+# is read for settings or written. Exports CONTAINERS_CONF,
+# CONTAINERS_STORAGE_CONF and CONTAINERS_REGISTRIES_CONF.
+# usage: containers_env DIR
+containers_env() {
+    local d="$1"
+    mkdir -p "$d/storage" "$d/runroot" "$d/net"
+    cat >"$d/storage.conf" <<EOC
+[storage]
+driver = "vfs"
+graphroot = "$d/storage"
+runroot = "$d/runroot"
+EOC
+    cat >"$d/containers.conf" <<EOC
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$d/events.log"
+tmp_dir = "$d/tmp"
+image_copy_tmp_dir = "$d/tmp"
+[engine.runtimes]
+runc = ["$(command -v runc || echo /usr/sbin/runc)"]
+[network]
+network_config_dir = "$d/net"
+EOC
+    : >"$d/registries.conf"
+    mkdir -p "$d/tmp"
+    export CONTAINERS_CONF="$d/containers.conf" CONTAINERS_STORAGE_CONF="$d/storage.conf" \
+        CONTAINERS_REGISTRIES_CONF="$d/registries.conf" TMPDIR="$d/tmp"
+    # Rootless, containers/image keeps its blob-info cache under XDG_DATA_HOME.
+    [ "$(id -u)" = 0 ] || export XDG_DATA_HOME="$d/xdg"
+}
+
+# Runs a buildah or podman command so that it leaves nothing in
+# /var/lib/containers or /var/tmp: as root, containers/image writes a
+# blob-info cache to /var/lib/containers/cache/blob-info-cache-v1.boltdb
+# whatever storage.conf says (no setting moves it), and podman 4.3's load
+# unpacks an OCI archive under /var/tmp whatever TMPDIR says. So the command
+# runs in a mount namespace of its own where a tmpfs covers each of
+# /var/lib/containers (or /var/lib when that does not exist) and /var/tmp.
+# The mounts go with the namespace when the command exits.
+# usage: containers_run CMD...
+containers_run() {
+    if [ "$(id -u)" != 0 ]; then "$@"; return; fi
+    local over=/var/lib/containers
+    [ -d "$over" ] || over=/var/lib
+    # shellcheck disable=SC2016 # $1 and $@ are the inner sh's
+    unshare --mount --propagation private sh -c \
+        'mount -t tmpfs -o mode=0700,size=64m tmpfs "$1" && mount -t tmpfs -o mode=1777,size=256m tmpfs /var/tmp && shift && exec "$@"' \
+        sh "$over" "$@"
+}
