@@ -85,7 +85,12 @@ fn setup(name: &str) -> Setup {
         control_plane_archive("etcd"),
     ];
     let images: Vec<&std::path::Path> = images.iter().map(|p| p.as_path()).collect();
+    // The air-gapped install as deploy/README.md gives it: verify the
+    // bundle, import, check the digest containerd shows.
+    let digest = verify_bundle(&image_archive());
     let node = Node::start(&d, &images, Some(&plane.kubelet_conf));
+    let listed = node.ctr_ok(&["images", "ls", &format!("name=={image}")]);
+    assert!(listed.contains(&digest), "containerd shows {listed}, not manifest {digest}");
     // Our static pod and kubeadm's two, all at once, as on a node booting:
     // the apiserver waits for the plugin's socket.
     std::fs::write(node.manifests.join("trousseau.yaml"), manifest).unwrap();
@@ -134,6 +139,27 @@ fn poll_pod(plane: &KubeadmPlane, what: &str, bound: Duration, want: impl Fn(&Va
         );
         std::thread::sleep(POLL);
     }
+}
+
+/// `sha256sum -c SHA256SUMS` in the bundle's directory, as deploy/README.md
+/// says; returns the image's manifest digest from `image-digests.txt`.
+fn verify_bundle(archive: &std::path::Path) -> String {
+    let dir = archive.parent().expect("the bundle's directory");
+    let out = std::process::Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(dir)
+        .output()
+        .expect("sha256sum");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "sha256sum -c SHA256SUMS in {}: {text}", dir.display());
+    assert!(text.contains("trousseau-image.tar: OK"), "{text}");
+    std::fs::read_to_string(dir.join("image-digests.txt"))
+        .expect("image-digests.txt in the bundle")
+        .lines()
+        .find_map(|l| l.strip_prefix("manifest "))
+        .expect("a manifest line")
+        .trim()
+        .to_owned()
 }
 
 fn pod(plane: &KubeadmPlane) -> Option<Value> {
