@@ -96,6 +96,18 @@ pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, bound: Duration) -> O
     waiter.join().unwrap().unwrap()
 }
 
+/// The stdout of a finished tool run; panics with its stderr unless it
+/// exited 0. `what` names the run in the message.
+pub fn stdout_ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A one-member etcd on loopback ports, data in the test's directory.
 pub struct Etcd {
     pub url: String,
@@ -378,15 +390,7 @@ impl Apiserver {
 
     /// kubectl that must succeed; returns its stdout.
     pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
-        let out = self.kubectl(args, stdin);
-        assert!(
-            out.status.success(),
-            "kubectl {}: {}\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_ok(self.kubectl(args, stdin), &format!("kubectl {}", args.join(" ")))
     }
 
     /// Runs `sh -c script` as an operator would type it: kubectl, etcdctl

@@ -224,13 +224,7 @@ impl KubeadmPlane {
     }
 
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::kube::stdout_ok(self.kubectl(args), &format!("kubectl {args:?}"))
     }
 
     /// `GET path` on the apiserver: (answered 200, body or error).

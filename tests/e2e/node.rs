@@ -160,13 +160,7 @@ impl Node {
     }
 
     pub fn ctr_ok(&self, args: &[&str]) -> String {
-        let out = self.ctr(args);
-        assert!(
-            out.status.success(),
-            "ctr {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::kube::stdout_ok(self.ctr(args), &format!("ctr {args:?}"))
     }
 
     /// The running task of the container named `name` in a pod, as

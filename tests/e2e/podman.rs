@@ -85,13 +85,7 @@ impl Podman {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::kube::stdout_ok(self.run(args), &format!("podman {args:?}"))
     }
 
     fn inspect(&self, container: &str) -> Value {

@@ -90,7 +90,10 @@ fn setup(name: &str) -> Setup {
     let digest = verify_bundle(&image_archive());
     let node = Node::start(&d, &images, Some(&plane.kubelet_conf));
     let listed = node.ctr_ok(&["images", "ls", &format!("name=={image}")]);
-    assert!(listed.contains(&digest), "containerd shows {listed}, not manifest {digest}");
+    assert!(
+        listed.contains(&digest),
+        "containerd shows {listed}, not manifest {digest}"
+    );
     // Our static pod and kubeadm's two, all at once, as on a node booting:
     // the apiserver waits for the plugin's socket.
     std::fs::write(node.manifests.join("trousseau.yaml"), manifest).unwrap();
@@ -151,7 +154,11 @@ fn verify_bundle(archive: &std::path::Path) -> String {
         .output()
         .expect("sha256sum");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "sha256sum -c SHA256SUMS in {}: {text}", dir.display());
+    assert!(
+        out.status.success(),
+        "sha256sum -c SHA256SUMS in {}: {text}",
+        dir.display()
+    );
     assert!(text.contains("trousseau-image.tar: OK"), "{text}");
     std::fs::read_to_string(dir.join("image-digests.txt"))
         .expect("image-digests.txt in the bundle")
